@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    # create .venv, install the pinned stack, run the whole pipeline on the bundled data
+#   make test   # create .venv, install the pinned stack, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PIP_FLAGS := -q --disable-pip-version-check
+
+.PHONY: setup run test bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps torch==2.13.0
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r requirements.lock
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps petastorm==0.13.1
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/recspark run
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf warehouse mlruns mlflow.db spark-warehouse data/synthetic

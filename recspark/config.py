@@ -1,0 +1,254 @@
+"""One typed configuration object for every stage.
+
+Loaded from a YAML file (``conf/local.yaml`` by default) and overridden from the command line
+with dotted ``key=value`` pairs (``--set warehouse=/tmp/wh --set featurize.split.method=time``).
+Values given with ``--set`` are parsed as YAML scalars, so ``true``, ``3`` and ``[1, 2]`` keep
+their types. Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
+
+
+class ConfigError(ValueError):
+    """Raised for a configuration that cannot be loaded or is inconsistent."""
+
+
+@dataclass
+class SparkConfig:
+    """How the SparkSession is built (see :mod:`recspark.session`)."""
+
+    master: str | None = "local[*]"  # None: leave it to spark-submit / the cluster
+    app_name: str = "recspark"
+    log_level: str = "WARN"
+    conf: dict[str, str] = field(default_factory=dict)  # extra spark.* settings
+
+
+@dataclass
+class DeltaConfig:
+    """Which Delta engine writes and reads tables (see :mod:`recspark.delta`)."""
+
+    engine: str = "auto"  # auto | delta-rs | delta-spark
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = True
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "recspark"
+
+
+@dataclass
+class SourceConfig:
+    """One input file set and how to map it onto the canonical schema.
+
+    ``columns`` maps canonical names (user_id, item_id, rating, event_ts, event_type, weight for
+    interactions; item_id, title, genres, text for items; item_id, tag for item_tags) to the column
+    names in the file. Files without a header use Spark's positional names ``_c0``, ``_c1``, ...
+    """
+
+    name: str
+    kind: str  # interactions | items | item_tags
+    paths: list[str]
+    columns: dict[str, str]
+    format: str = "csv"  # csv (any delimiter, also multi-character) | json (lines) | parquet
+    delimiter: str = ","
+    header: bool = True
+    encoding: str = "utf-8"
+    quote: str = '"'
+    event_type: str = "interaction"  # used when no event_type column is mapped
+    timestamp_unit: str = "s"  # s | ms | us (epoch numbers) | format (see timestamp_format) | iso
+    timestamp_format: str | None = None  # Spark datetime pattern when timestamp_unit == format
+    rating_min: float | None = None
+    rating_max: float | None = None
+    rating_required: bool = False  # a missing rating is a quarantine reason
+    genre_separator: str = "|"
+
+
+@dataclass
+class IngestConfig:
+    preset: str | None = "ml-latest-small"  # ml-latest-small | ml-latest | ml-100k | ml-1m | synthetic
+    data_dir: str = "data/ml-latest-small"
+    sources: list[SourceConfig] = field(default_factory=list)  # used with or instead of a preset
+    future_tolerance_hours: float = 24.0  # events later than run date + this are quarantined
+
+
+@dataclass
+class SplitConfig:
+    """Train/validation/test split; every method is deterministic for a given seed."""
+
+    method: str = "random_stratified"  # time | leave_last_n | random_stratified
+    seed: int = 42
+    # random_stratified: per-group fractions (train gets the rest)
+    stratify_by: str = "user"  # user | item
+    validation_ratio: float = 0.0
+    test_ratio: float = 0.25
+    # leave_last_n: the last n events of each user go to test, the n before them to validation
+    n: int = 1
+    min_user_interactions: int = 3  # users with fewer events stay entirely in train
+    # time: explicit ISO cutoffs, or fractions of the event-time range when cutoffs are unset
+    validation_start: str | None = None
+    test_start: str | None = None
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+@dataclass
+class FeaturizeConfig:
+    split: SplitConfig = field(default_factory=SplitConfig)
+    confidence_alpha: float = 1.0  # implicit confidence = 1 + alpha * log1p(weight / epsilon)
+    confidence_epsilon: float = 1.0
+    recency_half_life_days: float = 30.0
+
+
+@dataclass
+class GenerateConfig:
+    """Synthetic interaction logs for scale tests (see :mod:`recspark.synthetic`)."""
+
+    n_users: int = 10_000
+    n_items: int = 5_000
+    n_interactions: int = 1_000_000
+    seed: int = 7
+    start_date: str = "2024-01-01"
+    end_date: str = "2024-12-31"
+    item_popularity_exponent: float = 1.1  # Zipf exponent of item popularity
+    user_activity_exponent: float = 0.9  # Zipf exponent of user activity
+    latent_dim: int = 8  # hidden taste factors that make ratings learnable
+    implicit_share: float = 0.3  # share of events without an explicit rating (plays/clicks)
+    output_dir: str = "data/synthetic"
+    num_partitions: int = 8
+
+
+@dataclass
+class Config:
+    warehouse: str = "warehouse"
+    run_date: str | None = None  # YYYY-MM-DD; today (UTC) when unset
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    delta: DeltaConfig = field(default_factory=DeltaConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    tables: dict[str, str] = field(default_factory=dict)  # logical name -> table name
+    table_locations: dict[str, str] = field(default_factory=dict)  # logical name -> full URI
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    featurize: FeaturizeConfig = field(default_factory=FeaturizeConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def table_location(self, name: str) -> str:
+        """Location of a logical table: an explicit ``table_locations`` entry, else
+        ``<warehouse>/<table name>``."""
+        if name in self.table_locations:
+            return self.table_locations[name]
+        table_name = self.tables.get(name, name)
+        warehouse = self.warehouse
+        if "://" not in warehouse:
+            warehouse = os.path.abspath(warehouse)
+        return f"{warehouse.rstrip('/')}/{table_name}"
+
+    def effective_run_date(self) -> dt.date:
+        """The run date as a date; today (UTC) when unset."""
+        if self.run_date is None:
+            return dt.datetime.now(dt.timezone.utc).date()
+        try:
+            return dt.date.fromisoformat(str(self.run_date))
+        except ValueError as exc:
+            raise ConfigError(f"run_date must be YYYY-MM-DD, got {self.run_date!r}") from exc
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type, raising ConfigError with the key path."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | globals())  # resolve postponed annotations
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(value, non_none[0], where)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(annotation, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            value = [value]
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if annotation is int and float(value) != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return annotation(value)
+    if annotation is str:
+        if value is None:
+            raise ConfigError(f"{where}: must not be empty")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """``["a.b=1", "c=x"]`` -> ``[("a.b", 1), ("c", "x")]`` with YAML-typed values."""
+    parsed = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return parsed
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file and apply ``key=value`` overrides (dotted keys)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key, value)
+    return _build(Config, data, "")

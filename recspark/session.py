@@ -1,0 +1,48 @@
+"""The one place a SparkSession is built.
+
+Local runs get the project's interpreter for Python workers (PYSPARK_PYTHON) and bind to
+127.0.0.1 (SPARK_LOCAL_IP), so users never set either by hand. Every session runs in UTC so
+timestamps in Delta tables mean the same on every machine. On a cluster (``spark.master``
+unset, as under spark-submit) the master and resources come from the submitter.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from recspark.config import SparkConfig
+
+BASE_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def is_local_master(master: str | None) -> bool:
+    return master is None or master.startswith("local")
+
+
+def prepare_python_environment(master: str | None) -> None:
+    """Point Spark's Python workers at this interpreter and, for local masters, bind to loopback."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if is_local_master(master):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def build_spark_session(config: SparkConfig) -> SparkSession:
+    """Get or create the SparkSession described by ``config``."""
+    prepare_python_environment(config.master)
+    builder = SparkSession.builder.appName(config.app_name)
+    if config.master:
+        builder = builder.master(config.master)
+    for key, value in {**BASE_CONF, **config.conf}.items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(config.log_level)
+    return spark

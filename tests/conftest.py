@@ -1,0 +1,36 @@
+"""Shared fixtures: one SparkSession for the whole test session (it takes 7-15 s to start)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recspark.config import SparkConfig
+from recspark.session import build_spark_session
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MOVIELENS_DIR = REPO_ROOT / "data" / "ml-latest-small"
+
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.ui.enabled": "false",
+    "spark.driver.memory": "3g",
+    # Faster JVM start-up for short test jobs.
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+}
+
+
+@pytest.fixture(scope="session")
+def spark():
+    session = build_spark_session(
+        SparkConfig(master="local[2]", app_name="recspark-tests", conf=TEST_SPARK_CONF)
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def movielens_dir() -> Path:
+    return MOVIELENS_DIR
