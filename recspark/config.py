@@ -74,6 +74,9 @@ class SourceConfig:
     rating_max: float | None = None
     rating_required: bool = False  # a missing rating is a quarantine reason
     genre_separator: str = "|"
+    # Items whose genres are one-hot flag columns (MovieLens 100k): file column -> genre name; a
+    # row has the genre when that column holds 1. Combined with a mapped ``genres`` column if any.
+    genre_flag_columns: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,6 +99,7 @@ class SplitConfig:
     test_ratio: float = 0.25
     # leave_last_n: the last n events of each user go to test, the n before them to validation
     n: int = 1
+    leave_last_n_validation: bool = True  # false: no validation split, only the n test events
     min_user_interactions: int = 3  # users with fewer events stay entirely in train
     # time: explicit ISO cutoffs, or fractions of the event-time range when cutoffs are unset
     validation_start: str | None = None

@@ -1,0 +1,192 @@
+"""Train / validation / test splits of the aggregated (user, item) frame.
+
+Splits operate on one row per (user_id, item_id) (the output of
+:func:`recspark.featurize.features.aggregate_user_item`), so a pair never lands in two splits;
+its ``event_ts`` is the time of its last event. Every method is deterministic: the same input
+and config give the same assignment on every run and for any partitioning.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from recspark.config import SplitConfig
+
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+SPLIT_METHODS = ("time", "leave_last_n", "random_stratified")
+STRATIFY_COLUMNS = {"user": ("user_id", "item_id"), "item": ("item_id", "user_id")}
+# percentile_approx accuracy for computed time cutoffs: rank error at most 1e-5 of the rows.
+PERCENTILE_ACCURACY = 100_000
+
+
+def split_interactions(user_item: DataFrame, split: SplitConfig) -> DataFrame:
+    """Add a ``split`` column (``train`` | ``validation`` | ``test``) to ``user_item``.
+
+    ``user_item`` needs ``user_id``, ``item_id`` and ``event_ts``; its other columns are kept.
+    ``split.method`` picks :func:`time_split`, :func:`leave_last_n_split` or
+    :func:`random_stratified_split`. Raises ValueError for an unknown method or invalid ratios.
+    """
+    if split.method == "time":
+        return time_split(user_item, split)
+    if split.method == "leave_last_n":
+        return leave_last_n_split(user_item, split)
+    if split.method == "random_stratified":
+        return random_stratified_split(user_item, split)
+    raise ValueError(
+        f"unknown split method {split.method!r}; expected one of {list(SPLIT_METHODS)}"
+    )
+
+
+def _parse_cutoff(value: str, name: str) -> float:
+    """Epoch seconds of an ISO date or datetime; without a time zone it is read as UTC."""
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"split.{name} must be an ISO date or datetime, got {value!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
+
+
+def _check_fractions(first: float, second: float, first_name: str, second_name: str) -> None:
+    for value, name in ((first, first_name), (second, second_name)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"split.{name} must be in [0, 1), got {value}")
+    if first + second >= 1.0:
+        raise ValueError(
+            f"split.{first_name} + split.{second_name} must be < 1 to leave training data, "
+            f"got {first} + {second}"
+        )
+
+
+def _label(is_test: Column, is_validation: Column) -> Column:
+    return F.when(is_test, TEST).when(is_validation, VALIDATION).otherwise(TRAIN)
+
+
+def time_split(user_item: DataFrame, split: SplitConfig) -> DataFrame:
+    """Global time split on ``event_ts``.
+
+    Explicit cutoffs when ``split.test_start`` is set (ISO date/datetime, UTC when no zone is
+    given): ``event_ts >= test_start`` is test, ``validation_start <= event_ts < test_start`` is
+    validation (no validation when ``validation_start`` is unset), the rest train.
+
+    Otherwise cutoffs are quantiles of the pairs' ``event_ts``: with ``q(p)`` the p-quantile,
+    ``event_ts > q(1 - test_fraction)`` is test and
+    ``q(1 - test_fraction - validation_fraction) < event_ts <= q(1 - test_fraction)`` is
+    validation, so roughly the last ``test_fraction`` of pairs are test and the
+    ``validation_fraction`` before them validation (pairs tied at a cutoff go to the earlier
+    split). Quantiles use ``percentile_approx`` with accuracy ``PERCENTILE_ACCURACY``: exact for
+    frames below that many rows, else within a rank error of 1/accuracy of the row count; set
+    explicit cutoffs when the boundary must be exactly reproducible on large data.
+    """
+    event_seconds = F.col("event_ts").cast("double")
+    if split.test_start is not None:
+        test_start = _parse_cutoff(split.test_start, "test_start")
+        if split.validation_start is None:
+            return user_item.withColumn("split", _label(event_seconds >= test_start, F.lit(False)))
+        validation_start = _parse_cutoff(split.validation_start, "validation_start")
+        if validation_start >= test_start:
+            raise ValueError(
+                f"split.validation_start ({split.validation_start}) must be earlier than "
+                f"split.test_start ({split.test_start})"
+            )
+        return user_item.withColumn(
+            "split", _label(event_seconds >= test_start, event_seconds >= validation_start)
+        )
+    if split.validation_start is not None:
+        raise ValueError("split.validation_start is set but split.test_start is not; set both")
+    _check_fractions(
+        split.test_fraction, split.validation_fraction, "test_fraction", "validation_fraction"
+    )
+    # Rounded so float noise does not move a quantile (1 - 0.2 - 0.2 is 0.6000000000000001).
+    test_quantile = round(1.0 - split.test_fraction, 12)
+    validation_quantile = round(1.0 - split.test_fraction - split.validation_fraction, 12)
+    cutoffs = user_item.agg(
+        F.percentile_approx(
+            event_seconds, [validation_quantile, test_quantile], PERCENTILE_ACCURACY
+        ).alias("_cutoffs")
+    )
+    return (
+        user_item.crossJoin(F.broadcast(cutoffs))
+        .withColumn(
+            "split",
+            _label(event_seconds > F.col("_cutoffs")[1], event_seconds > F.col("_cutoffs")[0]),
+        )
+        .drop("_cutoffs")
+    )
+
+
+def leave_last_n_split(user_item: DataFrame, split: SplitConfig) -> DataFrame:
+    """Per user, the last ``n`` pairs go to test and, when ``split.leave_last_n_validation``,
+    the ``n`` before them to validation; the rest is train.
+
+    "Last" orders a user's pairs by ``event_ts`` then ``item_id`` (of two pairs with the same
+    time, the larger item_id counts as later). Users with fewer than
+    ``split.min_user_interactions`` pairs stay entirely in train; that threshold must leave
+    every split user at least one training pair (``> n``, or ``> 2n`` with validation).
+    """
+    if split.n < 1:
+        raise ValueError(f"split.n must be >= 1, got {split.n}")
+    held_out = split.n * (2 if split.leave_last_n_validation else 1)
+    if split.min_user_interactions <= held_out:
+        raise ValueError(
+            f"split.min_user_interactions must be > {held_out} (the pairs held out per user) "
+            f"so every split user keeps a training pair, got {split.min_user_interactions}"
+        )
+    latest_first = Window.partitionBy("user_id").orderBy(
+        F.col("event_ts").desc(), F.col("item_id").desc()
+    )
+    position = F.row_number().over(latest_first)
+    user_pairs = F.count(F.lit(1)).over(Window.partitionBy("user_id"))
+    eligible = user_pairs >= split.min_user_interactions
+    is_validation = F.lit(split.leave_last_n_validation) & (position <= held_out)
+    return user_item.withColumn(
+        "split", _label(eligible & (position <= split.n), eligible & is_validation)
+    )
+
+
+def _exact_ratio(ratio: float) -> Column:
+    """The ratio as a decimal literal, so ``0.15 * 10`` is 1.5 (rounds to 2), not 1.4999..."""
+    return F.lit(float(ratio)).cast("decimal(20,10)")
+
+
+def random_stratified_split(user_item: DataFrame, split: SplitConfig) -> DataFrame:
+    """Seeded per-group random split (per user, or per item with ``stratify_by: item``).
+
+    Within each group of n pairs, pairs are shuffled by ``xxhash64(seed, user_id, item_id)``
+    (ties by the other id), not ``rand()``, so the order depends only on the seed and the ids,
+    never on partitioning. The first ``round(test_ratio * n)`` pairs are test, the next
+    ``round(validation_ratio * n)`` validation, the rest train; rounding is half-up on the
+    exact decimal ratio (0.25 * 2 = 0.5 -> 1). This is the per-user protocol of Microsoft
+    Recommenders' ``python_stratified_split`` (default 75/25), with its cumulative rounding
+    replaced by per-split rounding.
+    """
+    if split.stratify_by not in STRATIFY_COLUMNS:
+        raise ValueError(
+            f"split.stratify_by must be one of {sorted(STRATIFY_COLUMNS)}, "
+            f"got {split.stratify_by!r}"
+        )
+    _check_fractions(split.test_ratio, split.validation_ratio, "test_ratio", "validation_ratio")
+    group_col, other_col = STRATIFY_COLUMNS[split.stratify_by]
+    shuffle_key = F.xxhash64(F.lit(split.seed).cast("long"), F.col("user_id"), F.col("item_id"))
+    shuffled = Window.partitionBy(group_col).orderBy(shuffle_key, F.col(other_col))
+    position = F.row_number().over(shuffled)
+    group_size = F.count(F.lit(1)).over(Window.partitionBy(group_col))
+    n_test = F.round(_exact_ratio(split.test_ratio) * group_size)
+    n_validation = F.round(_exact_ratio(split.validation_ratio) * group_size)
+    return user_item.withColumn(
+        "split", _label(position <= n_test, position <= n_test + n_validation)
+    )
+
+
+def attach_indexes(df: DataFrame, user_index: DataFrame, item_index: DataFrame) -> DataFrame:
+    """Add ``user_idx`` and ``item_idx`` to a frame with ``user_id`` and ``item_id``.
+
+    Inner joins: every id is indexed because the index tables are built from the same
+    interactions (and items) that produced ``df``; a row whose id is missing from an index is
+    dropped rather than given a null index.
+    """
+    with_users = df.join(user_index, on="user_id", how="inner")
+    return with_users.join(item_index, on="item_id", how="inner")
