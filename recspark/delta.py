@@ -354,7 +354,9 @@ class DeltaTables:
             frame = frame.withColumn("_file_name", F.col("_metadata.file_name")).join(
                 F.broadcast(partitions), "_file_name"
             )
-        return frame.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+        return frame.select(
+            *[F.col(f.name).cast(f.dataType) if f.name in partition_columns else F.col(f.name) for f in schema.fields]
+        )
 
     # ------------------------------------------------------------------- write
     def write(

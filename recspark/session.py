@@ -16,6 +16,8 @@ from recspark.config import SparkConfig
 
 BASE_CONF = {
     "spark.sql.session.timeZone": "UTC",
+    # Unparseable timestamps become null (and are quarantined) instead of failing the job.
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.adaptive.enabled": "true",

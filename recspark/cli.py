@@ -1,0 +1,61 @@
+"""``recspark [--config FILE] [--set key=value ...] [--run-date YYYY-MM-DD] <stage>``
+
+Stages: generate, ingest, featurize, and ``run`` (ingest then featurize, the nightly data
+pipeline). The ``jobs/*.py`` spark-submit entrypoints call :func:`main` with their stage name.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from recspark.config import ConfigError, load_config
+from recspark.delta import DeltaTableError
+from recspark.ingest.read import IngestInputError
+from recspark.stages.common import new_context, run_stage
+from recspark.stages.featurize import run_featurize
+from recspark.stages.generate import run_generate
+from recspark.stages.ingest import RowAccountingError, run_ingest
+
+INTERACTION_TABLES = ("interactions_bronze", "interactions_silver", "interactions_quarantine", "items_bronze", "items")
+FEATURE_TABLES = ("user_index", "item_index", "user_features", "item_features", "interactions_split")
+
+# stage name -> (function, tables read, tables written)
+STAGES = {
+    "generate": (run_generate, (), ()),
+    "ingest": (run_ingest, (), INTERACTION_TABLES),
+    "featurize": (run_featurize, ("interactions_silver", "items"), FEATURE_TABLES),
+}
+PIPELINE = ["ingest", "featurize"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recspark", description="Spark batch recommendation platform")
+    parser.add_argument("--config", help="YAML config file (default: conf/local.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, dotted keys (repeatable), e.g. --set warehouse=/tmp/wh")
+    parser.add_argument("--run-date", help="run date YYYY-MM-DD (default: today, UTC); used for backfills")
+    parser.add_argument("stage", choices=[*STAGES, "run"], help="stage to run; 'run' runs the whole pipeline")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        overrides = list(args.overrides) + ([f"run_date={args.run_date}"] if args.run_date else [])
+        config = load_config(args.config, overrides)
+        ctx = new_context(config)
+        stages = PIPELINE if args.stage == "run" else [args.stage]
+        for name in stages:
+            fn, reads, writes = STAGES[name]
+            run_stage(name, fn, config, ctx, reads=reads, writes=writes)
+    except (ConfigError, IngestInputError, DeltaTableError, RowAccountingError, ValueError) as exc:
+        logging.getLogger("recspark").error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

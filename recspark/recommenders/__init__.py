@@ -1,0 +1,1 @@
+"""Recommenders: top-K retrieval, popularity baseline, ALS, item-item and deep models."""
