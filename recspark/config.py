@@ -238,7 +238,11 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
-        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except (yaml.YAMLError, ValueError):  # e.g. 2024-13-01 looks like a date but is none
+            value = raw
+        parsed.append((key.strip(), value))
     return parsed
 
 
