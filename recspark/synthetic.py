@@ -110,8 +110,8 @@ SECONDS_PER_YEAR = 31_556_952  # mean Gregorian year
 
 
 # The random-number helpers build Spark SQL text rather than chains of Column calls: every
-# Column operation is a Py4J round trip, and the generator's plans hold thousands of them, which
-# cost seconds of driver time per call under load; one F.expr per expression costs one.
+# Column operation is a Py4J round trip (about a millisecond on a busy driver), the generator's
+# expressions hold thousands of them, and one F.expr per expression needs one.
 
 
 def _double(value: float) -> str:
@@ -313,7 +313,7 @@ def _with_chosen_item(events: DataFrame, cfg: GenerateConfig) -> DataFrame:
     (``user_f0``.., ``item_f0``..) because that generates smaller code than array element access:
     this whole plan is one codegen stage, and HotSpot does not JIT-compile a generated method
     over 8000 bytes, which makes the stage several times slower. At latent_dim 8 the largest
-    method is about 6 KB; above latent_dim 12 it crosses the limit, and the session should set
+    method is about 5.8 KB; from latent_dim 15 it crosses the limit, and the session should set
     ``spark.sql.codegen.hugeMethodLimit=8000`` (Spark then falls back to per-operator code).
     """
     spark, dim = events.sparkSession, cfg.latent_dim
