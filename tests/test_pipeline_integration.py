@@ -155,6 +155,7 @@ def test_generated_synthetic_logs_ingest_without_loss(spark, tmp_path):
     settings = ["--set", "mlflow.enabled=false", "--set", f"generate.output_dir={tmp_path / 'syn'}",
                 "--set", "generate.n_interactions=3000", "--set", "generate.n_users=200",
                 "--set", "generate.n_items=150", "--set", "generate.num_partitions=2",
+                "--set", "generate.end_date=2024-05-31",  # before the run date: nothing is in the future
                 "--set", "ingest.preset=synthetic", "--set", f"ingest.data_dir={tmp_path / 'syn'}"]
     assert cli(tmp_path / "wh", "generate", extra=settings) == 0
     assert cli(tmp_path / "wh", "ingest", extra=settings) == 0

@@ -52,7 +52,9 @@ class PopularityRecommender:
         required += [self.timestamp_col] if self.window_days is not None else []
         missing = [c for c in required if c not in interactions.columns]
         if missing:
-            raise ValueError(f"interactions lack column(s) {missing}; they have {interactions.columns}")
+            raise ValueError(
+                f"interactions lack column(s) {missing}; they have {interactions.columns}"
+            )
         events = interactions
         if self.window_days is not None:
             seconds = F.col(self.timestamp_col).cast("double")
@@ -138,8 +140,9 @@ class PopularityModel:
     def _seen_before_kth_unseen(self, seen_pairs: DataFrame) -> DataFrame:
         """(user_col, n_seen_before): per user, seen items ranked before their k-th unseen item."""
         by_rank = Window.partitionBy(self.user_col).orderBy("popularity_rank")
+        ranks = self.item_scores.select(self.item_col, "popularity_rank")
         return (
-            seen_pairs.join(self.item_scores.select(self.item_col, "popularity_rank"), self.item_col)
+            seen_pairs.join(ranks, self.item_col)
             .withColumn("seen_position", F.row_number().over(by_rank))
             .where(F.col("popularity_rank") - F.col("seen_position") < self.k)
             .groupBy(self.user_col)

@@ -3,10 +3,11 @@
 Why not ``ALSModel.recommendForAllUsers``: it cannot exclude items a user has already seen, and
 it blockifies both factor sets, cross-joins every user block with every item block (reading the
 whole item matrix once per user block), selects a top-k per block pair with boxed JVM
-comparisons and then shuffles those partial lists into a per-user aggregation. Here the candidate (item) factor matrix is collected to
-the driver once and broadcast; each Python worker scores a block of query rows against all
-candidates with one float32 matrix product, masks excluded candidates to ``-inf`` and selects
-the top K (a group-maximum bound narrows each row to a few candidates, then an exact sort).
+comparisons and then shuffles those partial lists into a per-user aggregation. Here the
+candidate (item) factor matrix is collected to the driver once and broadcast; each Python
+worker scores a block of query rows against all candidates with one float32 matrix product,
+masks excluded candidates to ``-inf`` and selects the top K (a group-maximum bound narrows each
+row to a few candidates, then an exact sort).
 
 Memory bounds:
 
