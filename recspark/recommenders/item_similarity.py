@@ -15,7 +15,7 @@ Why not Spark rows per pair (measured on MovieLens ml-latest-small, 30.4M pairs 
 mode, local[2]): generating the pair rows (explode of each item against the slice of the sorted
 array after it, or a self-join on user with ``i < j``; the two took about the same time) costs
 a few CPU-seconds, but Spark's hash aggregation of those rows cost 20-30 CPU-seconds, and
-scoring, both directions and a top-N window on the 4.7M surviving pairs about 20 more; the
+scoring, both directions and a top-N window on the 4.7M surviving pairs 10-20 more; the
 numpy pass does all of it in about 5. It counts each pair from both anchors (``i < j`` and
 ``j < i``), twice the cheap expansion, so that each item's whole neighbour list is local.
 ``bench/bench_item_similarity.py`` compares the whole computation with the textbook self-join.
