@@ -1,7 +1,8 @@
 """``recspark [--config FILE] [--set key=value ...] [--run-date YYYY-MM-DD] <stage>``
 
-Stages: generate, ingest, featurize, and ``run`` (ingest then featurize, the nightly data
-pipeline). The ``jobs/*.py`` spark-submit entrypoints call :func:`main` with their stage name.
+Stages: generate, ingest, featurize, train-als, similarity, candidates, evaluate, and ``run``
+(the nightly pipeline: every stage but generate, in that order). The ``jobs/*.py``
+spark-submit entrypoints call :func:`main` with their stage name.
 """
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import sys
 from recspark.config import ConfigError, load_config
 from recspark.delta import DeltaTableError
 from recspark.ingest.read import IngestInputError
+from recspark.stages.candidates import run_candidates
 from recspark.stages.common import new_context, run_stage
+from recspark.stages.evaluate import run_evaluate
 from recspark.stages.featurize import run_featurize
 from recspark.stages.generate import run_generate
 from recspark.stages.ingest import RowAccountingError, run_ingest
+from recspark.stages.similarity import run_similarity
+from recspark.stages.train_als import run_train_als
 
 INTERACTION_TABLES = ("interactions_bronze", "interactions_silver", "interactions_quarantine", "items_bronze", "items")
 FEATURE_TABLES = ("user_index", "item_index", "user_features", "item_features", "interactions_split")
@@ -25,8 +30,20 @@ STAGES = {
     "generate": (run_generate, (), ()),
     "ingest": (run_ingest, (), INTERACTION_TABLES),
     "featurize": (run_featurize, ("interactions_silver", "items"), FEATURE_TABLES),
+    "train-als": (run_train_als, ("interactions_split",), ("user_factors", "item_factors", "item_similarity")),
+    "similarity": (run_similarity, ("interactions_split",), ("item_similarity",)),
+    "candidates": (
+        run_candidates,
+        ("interactions_split", "user_factors", "item_factors", "item_similarity"),
+        ("candidates",),
+    ),
+    "evaluate": (
+        run_evaluate,
+        ("interactions_split", "candidates", "item_index", "item_features", "stage_runs"),
+        ("metrics",),
+    ),
 }
-PIPELINE = ["ingest", "featurize"]
+PIPELINE = ["ingest", "featurize", "train-als", "similarity", "candidates", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -135,6 +135,67 @@ class GenerateConfig:
 
 
 @dataclass
+class AlsGrid:
+    """Hyperparameter grid of the ALS search (Cartesian product; see
+    :func:`recspark.recommenders.als.expand_grid`)."""
+
+    implicit_prefs: list[bool] = field(default_factory=lambda: [True, False])
+    rank: list[int] = field(default_factory=lambda: [16])
+    reg_param: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    alpha: list[float] = field(default_factory=lambda: [1.0, 5.0])
+
+
+@dataclass
+class AlsConfig:
+    """ALS training (``recspark train-als``): search on a validation split, refit, register."""
+
+    grid: AlsGrid = field(default_factory=AlsGrid)
+    selection_metric: str = "ndcg@k"  # a ranking_metrics key, at evaluation.k
+    # Share of each user's train pairs held out for the search when the split has no validation
+    # pairs (the default 75/25 protocol has none); the test split is never used for tuning.
+    tuning_ratio: float = 0.1
+    max_iter: int = 15
+    seed: int = 42
+    nonnegative: bool = False
+    checkpoint_interval: int = 5
+    checkpoint_dir: str | None = None  # default: <warehouse>/_checkpoints
+    implicit_rating_col: str = "confidence"  # implicit ALS input r (confidence = 1 + alpha * r)
+    factor_similarity_top_n: int = 50  # neighbours per item from the factors (0: skip)
+    register_model: bool = True  # register in the MLflow model registry, alias on improvement
+    model_name: str = "recspark-als"
+    champion_alias: str = "champion"
+
+
+@dataclass
+class SimilarityConfig:
+    """Item-item co-occurrence similarity (``recspark similarity``); see
+    :class:`recspark.recommenders.item_similarity.ItemSimilarity`."""
+
+    metric: str = "cosine"  # cosine | jaccard | lift
+    min_support: int = 2
+    top_n: int = 50
+    max_items_per_user: int | None = 500  # heavy users down-sampled (seeded); null: exact
+    seed: int = 0
+
+
+@dataclass
+class CandidatesConfig:
+    """Per-user candidates from every source (``recspark candidates``)."""
+
+    n: int = 100  # candidates per user and source
+    sources: list[str] = field(default_factory=lambda: ["als", "item_item", "popularity"])
+    popularity_window_days: float | None = None  # null: all-time popularity
+
+
+@dataclass
+class EvaluationConfig:
+    """Offline evaluation (``recspark evaluate``) of the candidates against the test split."""
+
+    k: int = 10
+    dataset: str | None = None  # label in the metrics table; default: the ingest preset
+
+
+@dataclass
 class Config:
     warehouse: str = "warehouse"
     run_date: str | None = None  # YYYY-MM-DD; today (UTC) when unset
@@ -146,6 +207,10 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     featurize: FeaturizeConfig = field(default_factory=FeaturizeConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    als: AlsConfig = field(default_factory=AlsConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def table_location(self, name: str) -> str:
         """Location of a logical table: an explicit ``table_locations`` entry, else
@@ -157,6 +222,13 @@ class Config:
         if "://" not in warehouse:
             warehouse = os.path.abspath(warehouse)
         return f"{warehouse.rstrip('/')}/{table_name}"
+
+    def checkpoint_dir(self) -> str:
+        """Spark checkpoint directory: ``als.checkpoint_dir``, else ``<warehouse>/_checkpoints``."""
+        if self.als.checkpoint_dir:
+            return self.als.checkpoint_dir
+        warehouse = self.warehouse if "://" in self.warehouse else os.path.abspath(self.warehouse)
+        return f"{warehouse.rstrip('/')}/_checkpoints"
 
     def effective_run_date(self) -> dt.date:
         """The run date as a date; today (UTC) when unset."""

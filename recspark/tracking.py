@@ -10,11 +10,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from importlib import metadata
 from typing import Any
 
 from recspark.config import MlflowConfig
 
 log = logging.getLogger(__name__)
+
+# Pinned requirements of a logged Spark ML model (what loading it needs).
+SPARK_MODEL_PACKAGES = ("pyspark", "mlflow", "numpy", "pandas", "pyarrow")
 
 
 class StageRun:
@@ -39,6 +43,61 @@ class StageRun:
     def log_dict(self, data: dict, artifact_file: str) -> None:
         if self._mlflow:
             self._mlflow.log_dict(data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self._mlflow:
+            self._mlflow.log_text(text, artifact_file)
+
+    def log_child_run(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """A nested MLflow run under this one (one per hyperparameter trial)."""
+        if self._mlflow:
+            with self._mlflow.start_run(run_name=name, nested=True):
+                self.log_params(params)
+                self.log_metrics(metrics)
+
+    def log_spark_model(self, model, name: str, packages: tuple[str, ...] = SPARK_MODEL_PACKAGES) -> str | None:
+        """Log a Spark ML model with ``mlflow.spark`` and return its model URI (None when
+        tracking is off). Requirements are pinned from the installed ``packages``, not inferred
+        (inference starts a Python environment and costs about 20 s)."""
+        if not self._mlflow:
+            return None
+        import mlflow.spark
+
+        requirements = [f"{package}=={metadata.version(package)}" for package in packages]
+        info = mlflow.spark.log_model(model, name, pip_requirements=requirements)
+        return info.model_uri
+
+    def register_if_better(
+        self, model_uri: str | None, model_name: str, alias: str, metric: str, value: float
+    ) -> bool:
+        """Register ``model_uri`` as a new version of ``model_name`` (tagged with ``metric`` and
+        ``value``) and move ``alias`` to it when ``value`` beats the value tagged on the
+        version that holds the alias now (higher is better), or when none holds it.
+        Returns whether the alias moved; False when tracking is off."""
+        if not self._mlflow or model_uri is None:
+            return False
+        from mlflow.exceptions import MlflowException
+
+        client = self._mlflow.MlflowClient()
+        version = self._mlflow.register_model(model_uri, model_name)
+        client.set_model_version_tag(model_name, version.version, "recspark.selection_metric", metric)
+        client.set_model_version_tag(model_name, version.version, "recspark.selection_value", repr(value))
+        try:
+            current = client.get_model_version_by_alias(model_name, alias)
+        except MlflowException:
+            current = None
+        current_value = float(current.tags.get("recspark.selection_value", "-inf")) if current else None
+        promote = current is None or value > current_value
+        if promote:
+            client.set_registered_model_alias(model_name, alias, version.version)
+        self.log_params({"registered_model_version": version.version, "promoted_to_" + alias: promote})
+        log.info(
+            "model %s version %s: %s=%.4f vs %s %s -> %s",
+            model_name, version.version, metric, value, alias,
+            "none" if current is None else f"{current_value:.4f} (version {current.version})",
+            "promoted" if promote else "not promoted",
+        )
+        return promote
 
 
 @contextlib.contextmanager

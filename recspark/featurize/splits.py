@@ -190,3 +190,19 @@ def attach_indexes(df: DataFrame, user_index: DataFrame, item_index: DataFrame) 
     """
     with_users = df.join(user_index, on="user_id", how="inner")
     return with_users.join(item_index, on="item_id", how="inner")
+
+
+def describe_split(split: SplitConfig) -> str:
+    """A short label of the evaluation protocol a split implements, for the metrics table:
+    ``random_stratified(by=user,test=0.25,validation=0.0,seed=42)``, ``leave_last_n(n=1)``,
+    ``time(validation_start=...,test_start=...)`` or ``time(validation=0.1,test=0.1)``."""
+    if split.method == "random_stratified":
+        return (
+            f"random_stratified(by={split.stratify_by},test={split.test_ratio},"
+            f"validation={split.validation_ratio},seed={split.seed})"
+        )
+    if split.method == "leave_last_n":
+        return f"leave_last_n(n={split.n},validation={str(split.leave_last_n_validation).lower()})"
+    if split.validation_start or split.test_start:
+        return f"time(validation_start={split.validation_start},test_start={split.test_start})"
+    return f"time(validation={split.validation_fraction},test={split.test_fraction})"

@@ -26,6 +26,7 @@ from recspark.featurize import (
     user_index,
 )
 from recspark.stages.common import StageContext
+from recspark.tracking import StageRun
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ class FeaturizeCounts:
     test_pairs: int
 
 
-def run_featurize(spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext) -> FeaturizeCounts:
+def run_featurize(
+    spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
+) -> FeaturizeCounts:
     fc = config.featurize
     as_of = dt.datetime.combine(ctx.run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
     meta = ctx.commit_metadata("featurize")

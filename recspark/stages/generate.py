@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 from recspark.config import Config
 from recspark.delta import DeltaTables
 from recspark.stages.common import StageContext
+from recspark.tracking import StageRun
 from recspark.synthetic import (
     INTERACTIONS_CSV_COLUMNS,
     ITEMS_CSV_COLUMNS,
@@ -30,7 +31,9 @@ class GenerateCounts:
     items: int
 
 
-def run_generate(spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext) -> GenerateCounts:
+def run_generate(
+    spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
+) -> GenerateCounts:
     cfg = config.generate
     out = cfg.output_dir.rstrip("/")
     generate_interactions(spark, cfg).select(*INTERACTIONS_CSV_COLUMNS).write.mode("overwrite").option(

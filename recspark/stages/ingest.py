@@ -38,6 +38,7 @@ from recspark.ingest.validate import (
     validate_items,
 )
 from recspark.stages.common import StageContext
+from recspark.tracking import StageRun
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ def _with_lineage(df: DataFrame, ingest_date: dt.date, run_id: str) -> DataFrame
     return df.withColumn("ingest_date", F.lit(ingest_date)).withColumn("run_id", F.lit(run_id))
 
 
-def run_ingest(spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext) -> IngestCounts:
+def run_ingest(
+    spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
+) -> IngestCounts:
     run_date = ctx.run_date
     max_event_ts = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time()) + dt.timedelta(
         hours=config.ingest.future_tolerance_hours

@@ -1,0 +1,263 @@
+"""Matrix factorisation with Spark MLlib ALS: explicit ratings or implicit confidence, a
+seeded hyperparameter search on a validation split, and exact top-K from the factors.
+
+:class:`ALSRecommender` (estimator) wraps ``pyspark.ml.recommendation.ALS``;
+:class:`ALSRecommenderModel` exposes the factors as plain ``array<float>`` frames (the
+``user_factors`` / ``item_factors`` tables), recommends with the blocked top-K of
+:mod:`recspark.recommenders.topk` (seen items excluded, unlike ``recommendForAllUsers``) and
+predicts ratings for (user, item) pairs. :func:`search_als` fits every point of a parameter
+grid on a training frame and ranks them by a ranking metric on a validation frame.
+
+Implicit mode (Hu, Koren & Volinsky 2008) treats every observed pair as a positive with
+confidence ``1 + alpha * r``; ``r`` is the ``implicit_rating_col`` (by default the
+``confidence`` column of ``interactions_split``, already log-scaled). Explicit mode fits the
+``rating_col`` and ignores pairs without a rating.
+
+Warm start is not offered: MLlib's ALS has no parameter for initial factors (its
+``ALS.train`` draws them from the seed), so yesterday's factors cannot seed today's fit without
+patching Spark's Scala code.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from recspark.evaluation import ranking_metrics
+from recspark.recommenders.topk import top_k_by_dot_product
+
+log = logging.getLogger(__name__)
+
+SEARCHABLE_PARAMS = ("implicit_prefs", "rank", "reg_param", "alpha")
+
+
+class ALSRecommender:
+    """Estimator of :class:`ALSRecommenderModel` (pyspark.ml style: ``fit`` -> model).
+
+    Params:
+        rank: number of latent factors.
+        reg_param: L2 regularisation (MLlib ``regParam``, scaled by the ratings of each
+            user/item as in MLlib).
+        alpha: implicit mode only, confidence = 1 + alpha * r.
+        implicit_prefs: implicit (confidence) or explicit (rating) ALS.
+        max_iter: alternating least-squares sweeps.
+        seed: seed of the factor initialisation; the same seed and data give the same factors.
+        nonnegative: non-negative least squares.
+        checkpoint_interval: checkpoint the factor RDDs every this many iterations (needs
+            ``SparkContext.setCheckpointDir``; without one MLlib skips checkpointing) so long
+            lineages do not overflow the stack.
+        user_col, item_col: integer id columns (``user_idx`` / ``item_idx``).
+        rating_col: explicit rating column; rows where it is null are ignored in explicit mode.
+        implicit_rating_col: the ``r`` of implicit mode, a positive number per pair.
+    """
+
+    def __init__(
+        self,
+        rank: int = 10,
+        reg_param: float = 0.1,
+        alpha: float = 1.0,
+        implicit_prefs: bool = True,
+        max_iter: int = 15,
+        seed: int = 42,
+        nonnegative: bool = False,
+        checkpoint_interval: int = 10,
+        user_col: str = "user_idx",
+        item_col: str = "item_idx",
+        rating_col: str = "rating",
+        implicit_rating_col: str = "confidence",
+    ) -> None:
+        for name, value in (("rank", rank), ("max_iter", max_iter), ("checkpoint_interval", checkpoint_interval)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if reg_param < 0:
+            raise ValueError(f"reg_param must be >= 0, got {reg_param!r}")
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        self.rank = rank
+        self.reg_param = float(reg_param)
+        self.alpha = float(alpha)
+        self.implicit_prefs = bool(implicit_prefs)
+        self.max_iter = max_iter
+        self.seed = seed
+        self.nonnegative = nonnegative
+        self.checkpoint_interval = checkpoint_interval
+        self.user_col = user_col
+        self.item_col = item_col
+        self.rating_col = rating_col
+        self.implicit_rating_col = implicit_rating_col
+
+    def copy(self, **overrides: Any) -> ALSRecommender:
+        """A new estimator with the same params except ``overrides``."""
+        names = (
+            "rank", "reg_param", "alpha", "implicit_prefs", "max_iter", "seed", "nonnegative",
+            "checkpoint_interval", "user_col", "item_col", "rating_col", "implicit_rating_col",
+        )
+        return ALSRecommender(**({name: getattr(self, name) for name in names} | overrides))
+
+    def params(self) -> dict[str, Any]:
+        """The searchable params and the fixed ones, for logging."""
+        return {
+            "rank": self.rank,
+            "reg_param": self.reg_param,
+            "alpha": self.alpha,
+            "implicit_prefs": self.implicit_prefs,
+            "max_iter": self.max_iter,
+            "seed": self.seed,
+            "nonnegative": self.nonnegative,
+        }
+
+    def fit(self, interactions: DataFrame) -> ALSRecommenderModel:
+        """Fit on (user_col, item_col, rating or implicit rating column) rows, one per pair."""
+        value_col = self.implicit_rating_col if self.implicit_prefs else self.rating_col
+        missing = [c for c in (self.user_col, self.item_col, value_col) if c not in interactions.columns]
+        if missing:
+            raise ValueError(f"interactions lack column(s) {missing}; they have {interactions.columns}")
+        rows = interactions.where(F.col(value_col).isNotNull()).select(
+            F.col(self.user_col).cast("int").alias(self.user_col),
+            F.col(self.item_col).cast("int").alias(self.item_col),
+            F.col(value_col).cast("float").alias("_r"),
+        )
+        als = ALS(
+            rank=self.rank,
+            regParam=self.reg_param,
+            alpha=self.alpha,
+            implicitPrefs=self.implicit_prefs,
+            maxIter=self.max_iter,
+            seed=self.seed,
+            nonnegative=self.nonnegative,
+            checkpointInterval=self.checkpoint_interval,
+            userCol=self.user_col,
+            itemCol=self.item_col,
+            ratingCol="_r",
+            coldStartStrategy="drop",
+        )
+        return ALSRecommenderModel(als.fit(rows), self.user_col, self.item_col, self.params())
+
+
+class ALSRecommenderModel:
+    """A fitted ALS model.
+
+    Attributes:
+        als_model: the MLlib ``ALSModel`` (for ``mlflow.spark`` and ``transform``).
+        user_factors: (user_col int, ``features`` array<float>), one row per training user.
+        item_factors: (item_col int, ``features`` array<float>), one row per training item.
+        params: the estimator params it was fitted with.
+    """
+
+    def __init__(self, als_model: ALSModel, user_col: str, item_col: str, params: dict[str, Any]):
+        self.als_model = als_model
+        self.user_col = user_col
+        self.item_col = item_col
+        self.params = params
+        self.user_factors = als_model.userFactors.select(
+            F.col("id").alias(user_col), F.col("features").cast("array<float>").alias("features")
+        )
+        self.item_factors = als_model.itemFactors.select(
+            F.col("id").alias(item_col), F.col("features").cast("array<float>").alias("features")
+        )
+
+    def recommend(
+        self, k: int, seen: DataFrame | None = None, users: DataFrame | None = None
+    ) -> DataFrame:
+        """Top ``k`` items per user by predicted score: (user_col, item_col, ``score`` float,
+        ``rank`` int 1..k). ``seen`` (user_col, item_col) pairs are excluded; ``users``
+        (user_col) restricts the users scored (default: every user with factors)."""
+        user_factors = self.user_factors
+        if users is not None:
+            user_factors = user_factors.join(users.select(self.user_col).distinct(), self.user_col)
+        return top_k_by_dot_product(
+            user_factors, self.item_factors, k, seen=seen, user_col=self.user_col, item_col=self.item_col
+        )
+
+    def predict(self, pairs: DataFrame) -> DataFrame:
+        """``pairs`` with a ``prediction`` column (float, the factor dot product); pairs whose
+        user or item has no factors are dropped (cold start is handled by other sources)."""
+        return self.als_model.transform(pairs)
+
+
+@dataclass
+class SearchTrial:
+    """One grid point: its params, validation metrics (``ndcg@k`` ... keys) and fit time."""
+
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    fit_seconds: float
+
+
+@dataclass
+class SearchResult:
+    """Trials in grid order and the index of the best one by ``metric``."""
+
+    metric: str
+    trials: list[SearchTrial] = field(default_factory=list)
+    best_index: int = -1
+
+    @property
+    def best(self) -> SearchTrial:
+        return self.trials[self.best_index]
+
+
+def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """Cartesian product of ``grid`` (keys among :data:`SEARCHABLE_PARAMS`), in key order.
+
+    ``alpha`` only matters for implicit ALS, so explicit points that differ only in alpha are
+    kept once (with the first alpha).
+    """
+    unknown = set(grid) - set(SEARCHABLE_PARAMS)
+    if unknown:
+        raise ValueError(f"unknown ALS grid key(s) {sorted(unknown)}; known: {list(SEARCHABLE_PARAMS)}")
+    empty = [key for key, values in grid.items() if not values]
+    if empty:
+        raise ValueError(f"ALS grid key(s) {empty} have no values")
+    keys = list(grid)
+    points, seen = [], set()
+    for values in itertools.product(*(grid[key] for key in keys)):
+        point = dict(zip(keys, values))
+        identity = tuple(
+            (key, None if key == "alpha" and point.get("implicit_prefs", True) is False else value)
+            for key, value in point.items()
+        )
+        if identity not in seen:
+            seen.add(identity)
+            points.append(point)
+    return points
+
+
+def search_als(
+    train: DataFrame,
+    validation: DataFrame,
+    grid: dict[str, list],
+    base: ALSRecommender,
+    k: int = 10,
+    metric: str = "ndcg@k",
+) -> SearchResult:
+    """Fit ``base`` with every point of ``grid`` on ``train``, recommend ``k`` unseen items to
+    every validation user (seen = ``train`` pairs) and score the lists against ``validation``
+    (every validation pair relevant). Best = highest ``metric`` (a key of
+    :func:`recspark.evaluation.ranking_metrics`); ties keep the earlier grid point.
+    """
+    result = SearchResult(metric=metric)
+    seen = train.select(base.user_col, base.item_col)
+    users = validation.select(base.user_col).distinct()
+    for point in expand_grid(grid):
+        estimator = base.copy(**point)
+        started = time.perf_counter()
+        model = estimator.fit(train)
+        recommendations = model.recommend(k, seen=seen, users=users)
+        scores = ranking_metrics(recommendations, validation, k, base.user_col, base.item_col)
+        trial = SearchTrial(estimator.params(), scores, time.perf_counter() - started)
+        if metric not in scores:
+            raise ValueError(f"unknown selection metric {metric!r}; known: {sorted(scores)}")
+        result.trials.append(trial)
+        best = result.best.metrics[metric] if result.best_index >= 0 else float("-inf")
+        if scores[metric] > best:
+            result.best_index = len(result.trials) - 1
+        log.info("ALS trial %s: %s=%.4f (%.1fs)", point, metric, scores[metric], trial.fit_seconds)
+    return result
+

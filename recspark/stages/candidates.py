@@ -1,0 +1,107 @@
+"""Candidates stage: top-N items per user from every source, for evaluation and re-ranking.
+
+Sources (``candidates.sources``):
+
+* ``als``: blocked dot-product top-N over ``user_factors`` x ``item_factors``;
+* ``item_item``: item-based CF over the ``cooccurrence`` neighbours in ``item_similarity``
+  (score = sum of neighbour similarities over the user's history, with the history item that
+  contributed most as ``because_item_idx``);
+* ``popularity``: distinct-user popularity over all time or the last
+  ``candidates.popularity_window_days`` (the cold-start fallback).
+
+History (the items excluded as seen, and the input of item-item and popularity) is every
+non-test pair of ``interactions_split``. Output table ``candidates``: user_idx, item_idx,
+source, score (double; comparable within a source only), rank (1..N within user and source),
+because_item_idx (nullable), run_date; partitioned by source and replaced whole each run.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import reduce
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recspark.config import Config
+from recspark.delta import DeltaTables
+from recspark.recommenders.item_similarity import ItemSimilarityModel
+from recspark.recommenders.popularity import PopularityRecommender
+from recspark.recommenders.topk import top_k_by_dot_product
+from recspark.stages.common import StageContext
+from recspark.stages.similarity import COOCCURRENCE_METHOD
+from recspark.tracking import StageRun
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("als", "item_item", "popularity")
+
+
+@dataclass
+class CandidateCounts:
+    users: int
+    rows: int
+    sources: int
+
+
+def als_candidates(tables: DeltaTables, history: DataFrame, n: int) -> DataFrame:
+    return top_k_by_dot_product(
+        tables.read("user_factors"), tables.read("item_factors"), n, seen=history
+    ).withColumn("because_item_idx", F.lit(None).cast("int"))
+
+
+def item_item_candidates(tables: DeltaTables, history: DataFrame, n: int) -> DataFrame:
+    neighbours = tables.read("item_similarity").where(F.col("method") == COOCCURRENCE_METHOD)
+    return (
+        ItemSimilarityModel(neighbours)
+        .recommend(history, n)
+        .withColumnRenamed("because_item", "because_item_idx")
+    )
+
+
+def popularity_candidates(history: DataFrame, n: int, window_days: float | None) -> DataFrame:
+    model = PopularityRecommender(k=n, window_days=window_days).fit(history)
+    return model.recommend(history.select("user_idx"), seen=history).withColumn(
+        "because_item_idx", F.lit(None).cast("int")
+    )
+
+
+def run_candidates(
+    spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
+) -> CandidateCounts:
+    cc = config.candidates
+    unknown = sorted(set(cc.sources) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"candidates.sources: unknown source(s) {unknown}; known: {list(SOURCES)}")
+    tracker.log_params({"candidates.n": cc.n, "candidates.sources": ",".join(cc.sources)})
+    history = (
+        tables.read("interactions_split").where(F.col("split") != "test")
+        .select("user_idx", "item_idx", "event_ts").cache()
+    )
+    builders = {
+        "als": lambda: als_candidates(tables, history, cc.n),
+        "item_item": lambda: item_item_candidates(tables, history, cc.n),
+        "popularity": lambda: popularity_candidates(history, cc.n, cc.popularity_window_days),
+    }
+    parts = []
+    for source in cc.sources:
+        with ctx.measure(f"candidates.{source}"):
+            part = builders[source]().select(
+                F.col("user_idx").cast("int"),
+                F.col("item_idx").cast("int"),
+                F.lit(source).alias("source"),
+                F.col("score").cast("double"),
+                F.col("rank").cast("int"),
+                F.col("because_item_idx").cast("int"),
+            ).localCheckpoint()
+        parts.append(part)
+    candidates = reduce(DataFrame.unionByName, parts).withColumn("run_date", F.lit(ctx.run_date))
+    tables.write(
+        candidates, "candidates", partition_by=["source"], metadata=ctx.commit_metadata("candidates"),
+        overwrite_schema=True,
+    )
+    history.unpersist()
+    summary = candidates.agg(F.countDistinct("user_idx").alias("users"), F.count(F.lit(1)).alias("rows")).first()
+    counts = CandidateCounts(summary["users"], summary["rows"], len(cc.sources))
+    log.info("candidates %s: %s", ctx.run_date, counts)
+    return counts
