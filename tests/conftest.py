@@ -23,10 +23,13 @@ TEST_SPARK_CONF = {
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(tmp_path_factory):
     session = build_spark_session(
         SparkConfig(master="local[2]", app_name="recspark-tests", conf=TEST_SPARK_CONF)
     )
+    # Iterative algorithms (ALS) truncate their lineage only with a checkpoint directory;
+    # without one a few dozen iterations overflow the JVM stack and kill the shared session.
+    session.sparkContext.setCheckpointDir(str(tmp_path_factory.mktemp("checkpoints")))
     yield session
     session.stop()
 

@@ -13,6 +13,9 @@ from recspark.delta import DeltaTables
 
 pytestmark = pytest.mark.integration
 RUN_DATE = "2024-06-01"
+# Two implicit ALS trials keep the test short; the default grid also tries explicit ALS.
+SMALL_ALS_GRID = ["--set", "als.grid.implicit_prefs=[true]", "--set", "als.grid.rank=[16]",
+                  "--set", "als.grid.reg_param=[0.1]", "--set", "als.grid.alpha=[1.0, 5.0]"]
 
 
 def cli(warehouse, *args, extra=()):
@@ -24,7 +27,7 @@ def cli(warehouse, *args, extra=()):
 def movielens_run(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     mlflow_uri = f"sqlite:///{root}/mlflow.db"
-    assert cli(root / "wh", "run", extra=["--set", f"mlflow.tracking_uri={mlflow_uri}"]) == 0
+    assert cli(root / "wh", "run", extra=["--set", f"mlflow.tracking_uri={mlflow_uri}", *SMALL_ALS_GRID]) == 0
     config = load_config(None, [f"warehouse={root / 'wh'}"])
     return root, config, DeltaTables.from_config(spark, config), mlflow_uri
 
@@ -69,11 +72,80 @@ def test_mlflow_records_counts_and_table_versions(movielens_run):
     _, _, _, uri = movielens_run
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("recspark")
-    runs = {r.data.tags["recspark.stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    stage_runs = client.search_runs([experiment.experiment_id], "tags.`recspark.stage` != ''")
+    runs = {r.data.tags["recspark.stage"]: r for r in stage_runs}  # ALS trials are untagged child runs
+    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "candidates", "evaluate"}
     assert runs["ingest"].data.metrics["rows_read"] == 100836
     assert runs["ingest"].data.params["wrote.interactions_silver"] == "0"
     assert runs["featurize"].data.params["read.interactions_silver"] == "0"
     assert runs["featurize"].data.metrics["test_pairs"] > 0
+
+
+def metric_values(tables, metric, k=None):
+    rows = tables.read("metrics").where(F.col("metric") == metric)
+    rows = rows.where(F.col("k") == k) if k is not None else rows.where(F.col("k").isNull())
+    return {r.model: r.value for r in rows.collect()}
+
+
+def test_als_and_item_item_beat_popularity_on_ndcg_at_10(movielens_run):
+    _, _, tables, _ = movielens_run
+    ndcg = metric_values(tables, "ndcg", 10)
+    assert set(ndcg) == {"als", "item_item", "popularity"}
+    assert ndcg["als"] > ndcg["popularity"] + 0.05
+    assert ndcg["item_item"] > ndcg["popularity"] + 0.05
+    assert 0.15 < ndcg["popularity"] < 0.3  # 0.218 measured: a sane baseline, not a broken one
+    protocols = {r.protocol for r in tables.read("metrics").select("protocol").distinct().collect()}
+    assert protocols == {"random_stratified(by=user,test=0.25,validation=0.0,seed=42)"}
+    assert metric_values(tables, "n_users")["als"] == 610
+    coverage = metric_values(tables, "catalog_coverage")
+    assert coverage["popularity"] < coverage["item_item"] and coverage["popularity"] < coverage["als"]
+
+
+def test_candidates_exclude_history_and_cover_every_user(movielens_run):
+    _, _, tables, _ = movielens_run
+    candidates = tables.read("candidates")
+    per_source = {r.source: (r.users, r.rows) for r in candidates.groupBy("source").agg(
+        F.countDistinct("user_idx").alias("users"), F.count(F.lit(1)).alias("rows")).collect()}
+    assert per_source == {s: (610, 61000) for s in ("als", "item_item", "popularity")}
+    history = tables.read("interactions_split").where(F.col("split") != "test")
+    assert candidates.join(history, ["user_idx", "item_idx"]).count() == 0
+    explained = candidates.where(F.col("source") == "item_item").join(
+        history.select("user_idx", F.col("item_idx").alias("because_item_idx")), ["user_idx", "because_item_idx"])
+    assert explained.count() == 61000  # every item-item candidate names an item from the user's history
+
+
+def test_similarity_table_holds_cooccurrence_and_factor_neighbours(movielens_run):
+    _, _, tables, _ = movielens_run
+    similarity = tables.read("item_similarity")
+    methods = {r.method: r["count"] for r in similarity.groupBy("method").count().collect()}
+    assert set(methods) == {"cooccurrence", "als_factors"}
+    assert tables.partition_columns("item_similarity") == ["method"]
+    assert similarity.where((F.col("method") == "cooccurrence") & (F.col("support") < 2)).count() == 0
+    assert similarity.where(F.col("item_idx") == F.col("neighbor_idx")).count() == 0
+
+
+def test_mlflow_holds_als_trials_model_alias_and_stage_timings(movielens_run):
+    import mlflow.spark
+
+    _, _, tables, uri = movielens_run
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("recspark")
+    runs = client.search_runs([experiment.experiment_id])
+    als_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "train-als")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == als_run.info.run_id]
+    assert len(trials) == 2 and all("ndcg_at_10" in t.data.metrics for t in trials)
+    assert als_run.data.params["read.interactions_split"] == "0"
+    assert als_run.data.metrics["validation_ndcg_at_10"] == max(t.data.metrics["ndcg_at_10"] for t in trials)
+    assert "als.search.wall_time_s" in als_run.data.metrics
+    champion = client.get_model_version_by_alias("recspark-als", "champion")
+    assert champion.run_id == als_run.info.run_id
+    model = mlflow.spark.load_model("models:/recspark-als@champion")  # a PipelineModel around the ALSModel
+    assert model.stages[0].rank == 16
+    evaluate_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "evaluate")
+    assert evaluate_run.data.metrics["als.ndcg_at_10"] == metric_values(tables, "ndcg", 10)["als"]
+    steps = {r.step for r in tables.read("stage_runs").collect()}
+    assert {"ingest", "featurize", "train-als", "als.search", "similarity", "candidates"} <= steps
+    assert metric_values(tables, "wall_time_s")["stage:train-als"] > 0
 
 
 def test_rerunning_the_same_date_is_idempotent(movielens_run):

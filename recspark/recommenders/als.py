@@ -66,7 +66,7 @@ class ALSRecommender:
         max_iter: int = 15,
         seed: int = 42,
         nonnegative: bool = False,
-        checkpoint_interval: int = 10,
+        checkpoint_interval: int = 5,
         user_col: str = "user_idx",
         item_col: str = "item_idx",
         rating_col: str = "rating",
@@ -118,6 +118,11 @@ class ALSRecommender:
         missing = [c for c in (self.user_col, self.item_col, value_col) if c not in interactions.columns]
         if missing:
             raise ValueError(f"interactions lack column(s) {missing}; they have {interactions.columns}")
+        if interactions.sparkSession.sparkContext.getCheckpointDir() is None and self.max_iter > self.checkpoint_interval:
+            log.warning(
+                "no Spark checkpoint directory is set: ALS cannot truncate its lineage, and %d "
+                "iterations may overflow the JVM stack (SparkContext.setCheckpointDir)", self.max_iter
+            )
         rows = interactions.where(F.col(value_col).isNotNull()).select(
             F.col(self.user_col).cast("int").alias(self.user_col),
             F.col(self.item_col).cast("int").alias(self.item_col),

@@ -1,0 +1,81 @@
+"""Pure helpers of the CF stages: tuning split, protocol labels, stage efficiency, evaluation suite."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from recspark.config import SplitConfig
+from recspark.evaluation.suite import evaluate_recommendations
+from recspark.featurize.splits import describe_split
+from recspark.stages.common import STAGE_RUNS
+from recspark.stages.evaluate import stage_efficiency
+from recspark.stages.train_als import tuning_frames
+
+SPLIT_SCHEMA = "user_id string, item_id string, user_idx int, item_idx int, split string"
+
+
+def test_tuning_uses_the_validation_split_when_there_is_one(spark):
+    rows = [("u", "a", 0, 0, "train"), ("u", "b", 0, 1, "validation"), ("u", "c", 0, 2, "test")]
+    train, validation = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.5, seed=1)
+    assert [r.item_id for r in train.collect()] == ["a"]
+    assert [r.item_id for r in validation.collect()] == ["b"]
+
+
+def test_without_validation_a_share_of_each_users_train_pairs_is_carved_out(spark):
+    rows = [(f"u{u}", f"i{i}", u, i, "train") for u in range(3) for i in range(10)]
+    rows += [("u0", "t", 0, 99, "test")]
+    train, validation = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.2, seed=1)
+    per_user = {r.user_id: r["count"] for r in validation.groupBy("user_id").count().collect()}
+    assert per_user == {"u0": 2, "u1": 2, "u2": 2}
+    assert train.count() == 24 and "t" not in {r.item_id for r in train.union(validation).collect()}
+    again = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.2, seed=1)[1]
+    assert sorted(validation.collect()) == sorted(again.collect())  # seeded
+
+
+@pytest.mark.parametrize(
+    "split, label",
+    [
+        (SplitConfig(), "random_stratified(by=user,test=0.25,validation=0.0,seed=42)"),
+        (SplitConfig(method="leave_last_n", n=2), "leave_last_n(n=2,validation=true)"),
+        (SplitConfig(method="time", test_start="2024-05-01"), "time(validation_start=None,test_start=2024-05-01)"),
+        (SplitConfig(method="time"), "time(validation=0.1,test=0.1)"),
+    ],
+)
+def test_protocol_labels(split, label):
+    assert describe_split(split) == label
+
+
+def test_stage_efficiency_takes_the_latest_row_of_each_step_of_the_date(spark):
+    day, other = dt.date(2024, 6, 1), dt.date(2024, 5, 31)
+    at = dt.datetime(2024, 6, 1, 3, 0)
+    rows = [
+        (day, "r1", "train-als", "train-als", 50.0, 900.0, at),
+        (day, "r2", "train-als", "train-als", 40.0, 800.0, at + dt.timedelta(hours=1)),  # re-run wins
+        (day, "r2", "train-als", "als.search", 30.0, 700.0, at + dt.timedelta(hours=1)),
+        (other, "r0", "ingest", "ingest", 9.0, 100.0, at),
+    ]
+    efficiency = stage_efficiency(spark.createDataFrame(rows, STAGE_RUNS), day)
+    assert efficiency == {
+        "train-als": {"wall_time_s": 40.0, "peak_rss_mib": 800.0},
+        "als.search": {"wall_time_s": 30.0, "peak_rss_mib": 700.0},
+    }
+
+
+def test_evaluation_suite_on_a_hand_computed_example(spark):
+    # user 0: list [1, 2, 3], relevant {2}; user 1: list [3, 1, 4], relevant {3}. k = 2.
+    recs = spark.createDataFrame(
+        [(0, 1, 1), (0, 2, 2), (0, 3, 3), (1, 3, 1), (1, 1, 2), (1, 4, 3)], "user_idx int, item_idx int, rank int"
+    )
+    truth = spark.createDataFrame([(0, 2), (1, 3)], "user_idx int, item_idx int")
+    train = spark.createDataFrame([(0, 1), (1, 1), (0, 3), (2, 2)], "user_idx int, item_idx int")
+    vectors = spark.createDataFrame([(1, [1.0, 0.0]), (2, [0.0, 1.0]), (3, [1.0, 0.0])], "item_idx int, features array<double>")
+    results = evaluate_recommendations(recs, truth, train, k=2, n_catalog_items=10, item_vectors=vectors)
+    assert results["precision@k"] == pytest.approx(0.5)
+    assert results["ndcg@k"] == pytest.approx((1 / 1.5849625007211563 + 1.0) / 2)
+    assert results["catalog_coverage"] == pytest.approx(3 / 10)  # items 1, 2, 3 within rank 2
+    # rows within k: items 1, 2, 3, 1; training popularity: 1 -> 2/3, 2 -> 1/3, 3 -> 1/3
+    assert results["avg_popularity"] == pytest.approx((2 / 3 + 1 / 3 + 1 / 3 + 2 / 3) / 4)
+    assert results["diversity"] == pytest.approx(0.5)  # user 0: distance 1; user 1: items 3, 1 identical: 0
+    assert results["distributional_coverage"] == pytest.approx(1.5)  # counts 2, 1, 1 of 4 rows

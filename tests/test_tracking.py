@@ -1,0 +1,52 @@
+"""MLflow tracking: nested trial runs, Spark model logging and the champion alias rule."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from recspark.config import MlflowConfig
+from recspark.recommenders.als import ALSRecommender
+from recspark.tracking import stage_run
+
+
+@pytest.fixture(scope="module")
+def als_model(spark):
+    rows = [(u, i, 1.0) for u in range(4) for i in range(3) if (u + i) % 2 == 0]
+    frame = spark.createDataFrame(rows, "user_idx int, item_idx int, confidence double")
+    return ALSRecommender(rank=2, max_iter=2).fit(frame).als_model
+
+
+def test_alias_moves_only_when_the_new_model_is_better(als_model, tmp_path):
+    config = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="tracking-test")
+    outcomes = []
+    for value in (0.5, 0.4, 0.6):
+        with stage_run(config, "train-als", "2024-01-01", "local-id") as tracker:
+            uri = tracker.log_spark_model(als_model, "als_model")
+            outcomes.append(tracker.register_if_better(uri, "als-test", "champion", "validation_ndcg_at_10", value))
+    assert outcomes == [True, False, True]
+    client = mlflow.MlflowClient(tracking_uri=config.tracking_uri)
+    champion = client.get_model_version_by_alias("als-test", "champion")
+    assert int(champion.version) == 3
+    assert champion.tags["recspark.selection_value"] == "0.6"
+    assert len(client.search_model_versions("name='als-test'")) == 3
+
+
+def test_child_runs_are_nested_under_the_stage_run(tmp_path):
+    config = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="nested-test")
+    with stage_run(config, "train-als", "2024-01-01", "local-id") as tracker:
+        tracker.log_child_run("trial-0", {"rank": 8}, {"ndcg_at_10": 0.25})
+        parent = mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient(tracking_uri=config.tracking_uri)
+    experiment = client.get_experiment_by_name("nested-test")
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert [(c.data.params["rank"], c.data.metrics["ndcg_at_10"]) for c in children] == [("8", 0.25)]
+    stage = client.get_run(parent)
+    assert stage.data.tags["recspark.run_id"] == "local-id" and "wall_time_s" in stage.data.metrics
+
+
+def test_disabled_tracking_logs_nothing_and_never_promotes(als_model, tmp_path):
+    with stage_run(MlflowConfig(enabled=False), "train-als", "2024-01-01", "local-id") as tracker:
+        uri = tracker.log_spark_model(als_model, "als_model")
+        assert uri is None
+        assert tracker.register_if_better(uri, "als-test", "champion", "m", 1.0) is False
+    assert not (tmp_path / "mlflow.db").exists()
