@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import SparkConfig
-from recspark.recommenders.topk import top_k_by_dot_product
+from recspark.recommenders.topk import DEFAULT_BLOCK_SIZE, top_k_by_dot_product
 from recspark.session import build_spark_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reg-param", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--block-size", type=int, default=4096)
+    parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE)
     parser.add_argument("--synthetic-users", type=int, help="random user factors instead of ALS")
     parser.add_argument("--synthetic-items", type=int, help="random item factors instead of ALS")
     parser.add_argument(

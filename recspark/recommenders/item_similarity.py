@@ -40,7 +40,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.recommenders.topk import top_k_similar_items
+from recspark.recommenders.topk import DEFAULT_BLOCK_SIZE, top_k_similar_items
 
 NEIGHBOR_COL = "neighbor_idx"  # the neighbour item's id, same type as the item column
 METRICS = ("cosine", "jaccard", "lift")
@@ -576,7 +576,7 @@ def factor_similarity(
     top_n: int,
     item_col: str = "item_idx",
     factors_col: str = "features",
-    block_size: int = 4096,
+    block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> DataFrame:
     """Exact cosine neighbours from ALS item factors, as a similarity table.
 

@@ -46,6 +46,9 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_type
 
 MAX_SCORE_BLOCK_BYTES = 256 * 1024 * 1024  # cap on one block's float32 score matrix
+# Users scored per matrix product. Small blocks keep the score matrix near the CPU caches: on
+# 20k items, 256-row blocks ran the product + selection about 2x faster than 4096-row ones.
+DEFAULT_BLOCK_SIZE = 256
 SCORE_GROUP_WIDTH = 32  # columns per group in the top-k pre-selection (see _top_k_superset)
 _SEEN_COL = "__seen_item_ids"
 _METRICS = ("cosine", "dot")
@@ -59,7 +62,7 @@ def top_k_by_dot_product(
     user_col: str = "user_idx",
     item_col: str = "item_idx",
     factors_col: str = "features",
-    block_size: int = 4096,
+    block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> DataFrame:
     """Top ``k`` items per user by the dot product of user and item factors, exact.
 
@@ -121,7 +124,7 @@ def top_k_similar_items(
     item_col: str = "item_idx",
     factors_col: str = "features",
     similar_item_col: str | None = None,
-    block_size: int = 4096,
+    block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> DataFrame:
     """Exact ``k`` nearest neighbours of every item among all other items.
 
@@ -317,6 +320,7 @@ def _blocked_top_k(
         if ids.size == 0:
             return
         for batch in batches:
+            parts = []  # (rows, cols, values, ranks) of each block, rows relative to the batch
             for start in range(0, batch.num_rows, rows_per_block):
                 block = batch.slice(start, rows_per_block)
                 scores = _query_matrix(block.column(factors_col), rank, normalize) @ matrix.T
@@ -325,15 +329,19 @@ def _blocked_top_k(
                 if exclude_self:
                     _mask_own_ids(scores, block.column(query_col), ids)
                 rows, cols, values, ranks = top_k_of_score_block(scores, k)
-                yield pa.RecordBatch.from_arrays(
-                    [
-                        block.column(query_col).take(pa.array(rows)),
-                        pa.array(ids[cols], type=arrow_schema.field(1).type),
-                        pa.array(values, type=pa.float32()),
-                        pa.array(ranks, type=pa.int32()),
-                    ],
-                    schema=arrow_schema,
-                )
+                parts.append((rows + start, cols, values, ranks))
+            if not parts:
+                continue
+            rows, cols, values, ranks = (np.concatenate(arrays) for arrays in zip(*parts))
+            yield pa.RecordBatch.from_arrays(
+                [
+                    batch.column(query_col).take(pa.array(rows)),
+                    pa.array(ids[cols], type=arrow_schema.field(1).type),
+                    pa.array(values, type=pa.float32()),
+                    pa.array(ranks, type=pa.int32()),
+                ],
+                schema=arrow_schema,
+            )
 
     # Scoring cost is per query row, Python start-up cost per task: no more tasks than cores.
     parallelism = queries.sparkSession.sparkContext.defaultParallelism
