@@ -1,7 +1,9 @@
 """``recspark [--config FILE] [--set key=value ...] [--run-date YYYY-MM-DD] <stage>``
 
-Stages: generate, ingest, featurize, train-als, similarity, candidates, evaluate, and ``run``
-(the nightly pipeline: every stage but generate, in that order). The ``jobs/*.py``
+Stages: generate, ingest, featurize, train-als, similarity, candidates, evaluate, publish, and
+``run`` (the nightly pipeline: every stage but generate, in that order); and
+``recspark sql "SELECT ..."`` over every table. ``--force`` lets
+publish go ahead despite a quality-gate breach. The ``jobs/*.py``
 spark-submit entrypoints call :func:`main` with their stage name.
 """
 from __future__ import annotations
@@ -10,16 +12,21 @@ import argparse
 import logging
 import sys
 
+from pyspark.errors import AnalysisException
+
 from recspark.config import ConfigError, load_config
-from recspark.delta import DeltaTableError
+from recspark.delta import DeltaTableError, DeltaTables
 from recspark.ingest.read import IngestInputError
+from recspark.session import build_spark_session
 from recspark.stages.candidates import run_candidates
 from recspark.stages.common import new_context, run_stage
 from recspark.stages.evaluate import run_evaluate
 from recspark.stages.featurize import run_featurize
 from recspark.stages.generate import run_generate
 from recspark.stages.ingest import RowAccountingError, run_ingest
+from recspark.stages.publish import QualityGateError, run_publish
 from recspark.stages.similarity import run_similarity
+from recspark.stages.sql import run_sql
 from recspark.stages.train_als import run_train_als
 
 INTERACTION_TABLES = ("interactions_bronze", "interactions_silver", "interactions_quarantine", "items_bronze", "items")
@@ -42,8 +49,13 @@ STAGES = {
         ("interactions_split", "candidates", "item_index", "item_features", "stage_runs"),
         ("metrics",),
     ),
+    "publish": (
+        run_publish,
+        ("candidates", "interactions_split", "item_similarity", "item_index", "items", "user_index", "metrics"),
+        ("recommendations", "recommendations_latest"),
+    ),
 }
-PIPELINE = ["ingest", "featurize", "train-als", "similarity", "candidates", "evaluate"]
+PIPELINE = ["ingest", "featurize", "train-als", "similarity", "candidates", "evaluate", "publish"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, dotted keys (repeatable), e.g. --set warehouse=/tmp/wh")
     parser.add_argument("--run-date", help="run date YYYY-MM-DD (default: today, UTC); used for backfills")
-    parser.add_argument("stage", choices=[*STAGES, "run"], help="stage to run; 'run' runs the whole pipeline")
+    parser.add_argument("--force", action="store_true",
+                        help="publish even when the quality gate finds a breach (operators only)")
+    parser.add_argument("--limit", type=int, default=50, help="rows printed by 'sql' (default 50)")
+    parser.add_argument("stage", choices=[*STAGES, "run", "sql"],
+                        help="stage to run; 'run' runs the whole pipeline; 'sql' runs a query over the tables")
+    parser.add_argument("query", nargs="?", help='for sql: a Spark SQL query, e.g. "SELECT * FROM metrics"')
     return parser
+
+
+def all_tables() -> set[str]:
+    """Logical names of every table a stage writes."""
+    return {name for _, _, writes in STAGES.values() for name in writes} | {"stage_runs"}
+
+
+def print_query(config, query: str, limit: int) -> None:
+    spark = build_spark_session(config.spark)
+    try:
+        run_sql(DeltaTables.from_config(spark, config), all_tables(), query).show(limit, truncate=False)
+    except AnalysisException as exc:
+        raise ValueError(f"query failed: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,13 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         overrides = list(args.overrides) + ([f"run_date={args.run_date}"] if args.run_date else [])
+        overrides += ["publish.force=true"] if args.force else []
         config = load_config(args.config, overrides)
+        if args.stage == "sql":
+            print_query(config, args.query, args.limit)
+            return 0
         ctx = new_context(config)
         stages = PIPELINE if args.stage == "run" else [args.stage]
         for name in stages:
             fn, reads, writes = STAGES[name]
             run_stage(name, fn, config, ctx, reads=reads, writes=writes)
-    except (ConfigError, IngestInputError, DeltaTableError, RowAccountingError, ValueError) as exc:
+    except (ConfigError, IngestInputError, DeltaTableError, RowAccountingError, QualityGateError, ValueError) as exc:
         logging.getLogger("recspark").error("%s", exc)
         return 2
     return 0

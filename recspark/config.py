@@ -196,6 +196,18 @@ class EvaluationConfig:
 
 
 @dataclass
+class PublishConfig:
+    """Nightly lists (``recspark publish``) and the quality gate in front of them."""
+
+    k: int = 10
+    sources: list[str] = field(default_factory=lambda: ["als", "item_item", "popularity"])  # priority order
+    metric: str = "ndcg"  # metrics-table metric (at evaluation.k) of the first source, compared by the gate
+    min_user_coverage: float = 0.99  # share of known users that must get a list
+    max_relative_drop: float = 0.2  # users, rows, coverage, metric may fall at most this much
+    force: bool = False  # publish despite gate breaches (``--force``)
+
+
+@dataclass
 class Config:
     warehouse: str = "warehouse"
     run_date: str | None = None  # YYYY-MM-DD; today (UTC) when unset
@@ -211,6 +223,7 @@ class Config:
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
 
     def table_location(self, name: str) -> str:
         """Location of a logical table: an explicit ``table_locations`` entry, else

@@ -24,9 +24,11 @@ SPARK_MODEL_PACKAGES = ("pyspark", "mlflow", "numpy", "pandas", "pyarrow")
 class StageRun:
     """Logging handle of one stage run; a no-op when tracking is disabled."""
 
-    def __init__(self, mlflow_module, run_id: str):
+    def __init__(self, mlflow_module, run_id: str, mlflow_run_id: str | None = None):
         self._mlflow = mlflow_module
         self.run_id = run_id
+        self.mlflow_run_id = mlflow_run_id  # None when tracking is off
+        self.registered_version: str | None = None  # set by register_if_better
 
     def log_params(self, params: dict[str, Any]) -> None:
         if self._mlflow:
@@ -43,6 +45,11 @@ class StageRun:
     def log_dict(self, data: dict, artifact_file: str) -> None:
         if self._mlflow:
             self._mlflow.log_dict(data, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        """Log a matplotlib figure (e.g. ``plots/ndcg.png``)."""
+        if self._mlflow:
+            self._mlflow.log_figure(figure, artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self._mlflow:
@@ -80,6 +87,7 @@ class StageRun:
 
         client = self._mlflow.MlflowClient()
         version = self._mlflow.register_model(model_uri, model_name)
+        self.registered_version = f"{model_name}/{version.version}"
         client.set_model_version_tag(model_name, version.version, "recspark.selection_metric", metric)
         client.set_model_version_tag(model_name, version.version, "recspark.selection_value", repr(value))
         try:
@@ -113,7 +121,7 @@ def stage_run(config: MlflowConfig, stage: str, run_date: str, local_run_id: str
     mlflow.set_experiment(config.experiment)
     with mlflow.start_run(run_name=f"{stage}-{run_date}") as run:
         mlflow.set_tags({"recspark.stage": stage, "recspark.run_date": run_date, "recspark.run_id": local_run_id})
-        handle = StageRun(mlflow, local_run_id)
+        handle = StageRun(mlflow, local_run_id, run.info.run_id)
         yield handle
         handle.log_metrics({"wall_time_s": time.perf_counter() - started})
         log.info("MLflow run %s (%s) logged to %s", run.info.run_id, stage, config.tracking_uri)

@@ -12,6 +12,7 @@ from recspark.evaluation import (
     metrics_frame,
     metrics_rows,
 )
+from recspark.evaluation.report import metric_bar_chart
 
 
 def test_metrics_rows_split_cutoff_from_name():
@@ -80,3 +81,16 @@ def test_measure_stage_fills_in_on_error():
     assert measurement.wall_time_s > 0
     assert measurement.peak_rss_mib > 0
     assert StageMeasurement("empty").wall_time_s == 0.0
+
+
+def test_bar_chart_draws_one_bar_per_model_and_metric_at_k():
+    rows = [
+        ("r", "als", "ndcg", 10, 0.3, "p", "d"),
+        ("r", "als", "precision", 10, 0.25, "p", "d"),
+        ("r", "als", "ndcg", 5, 0.9, "p", "d"),  # other k: not drawn
+        ("r", "popularity", "ndcg", 10, 0.2, "p", "d"),
+    ]
+    figure = metric_bar_chart(rows, ["ndcg", "precision"], k=10)
+    bars = figure.axes[0].patches
+    assert [round(bar.get_height(), 4) for bar in bars] == [0.3, 0.2, 0.25, 0.0]
+    assert [tick.get_text() for tick in figure.axes[0].get_xticklabels()] == ["als", "popularity"]

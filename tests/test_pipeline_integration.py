@@ -74,7 +74,7 @@ def test_mlflow_records_counts_and_table_versions(movielens_run):
     experiment = client.get_experiment_by_name("recspark")
     stage_runs = client.search_runs([experiment.experiment_id], "tags.`recspark.stage` != ''")
     runs = {r.data.tags["recspark.stage"]: r for r in stage_runs}  # ALS trials are untagged child runs
-    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "candidates", "evaluate"}
+    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "candidates", "evaluate", "publish"}
     assert runs["ingest"].data.metrics["rows_read"] == 100836
     assert runs["ingest"].data.params["wrote.interactions_silver"] == "0"
     assert runs["featurize"].data.params["read.interactions_silver"] == "0"
@@ -143,9 +143,55 @@ def test_mlflow_holds_als_trials_model_alias_and_stage_timings(movielens_run):
     assert model.stages[0].rank == 16
     evaluate_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "evaluate")
     assert evaluate_run.data.metrics["als.ndcg_at_10"] == metric_values(tables, "ndcg", 10)["als"]
+    artifacts = {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
+    assert {"comparison.txt", "metrics.json", "plots"} <= artifacts
+    assert "als_search.json" in {a.path for a in client.list_artifacts(als_run.info.run_id)}
     steps = {r.step for r in tables.read("stage_runs").collect()}
     assert {"ingest", "featurize", "train-als", "als.search", "similarity", "candidates"} <= steps
     assert metric_values(tables, "wall_time_s")["stage:train-als"] > 0
+
+
+def test_every_known_user_gets_a_published_list_with_lineage(movielens_run):
+    _, _, tables, _ = movielens_run
+    published = tables.read("recommendations")
+    assert tables.partition_columns("recommendations") == ["run_date"]
+    per_user = published.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.max("rank").alias("top"))
+    assert per_user.count() == 610 and per_user.where((F.col("n") != 10) | (F.col("top") != 10)).count() == 0
+    assert {r.model_version for r in published.select("model_version").distinct().collect()} == {"recspark-als/1"}
+    explained = published.where(F.col("explanation").startswith("because you liked ")).count()
+    assert explained > 0.9 * 6100  # ALS items are explained by co-occurrence neighbours of the history
+    assert tables.read("recommendations_latest").count() == 6100
+    commit = tables.history("recommendations")[0].metadata
+    assert commit["recspark.gate.users"] == "610" and commit["recspark.forced"] == "False"
+
+
+def test_quality_gate_refuses_a_breach_and_force_overrides_it(movielens_run, caplog):
+    root, _, tables, _ = movielens_run
+    before = tables.version("recommendations")
+    strict = ["--set", "mlflow.enabled=false", "--set", "publish.min_user_coverage=1.01"]
+    assert cli(root / "wh", "publish", extra=strict) == 2
+    assert "quality gate refused to publish 2024-06-01" in caplog.text and "--force" in caplog.text
+    assert tables.version("recommendations") == before
+    assert cli(root / "wh", "--force", "publish", extra=strict) == 0
+    assert tables.version("recommendations") == before + 1
+    assert tables.history("recommendations")[0].metadata["recspark.forced"] == "True"
+    assert tables.read("recommendations").count() == 6100  # the date's partition was replaced, not appended
+
+
+def test_sql_queries_every_table_by_its_logical_name(movielens_run, capsys):
+    root, _, _, _ = movielens_run
+    query = ("SELECT r.source, count(*) AS n FROM recommendations r JOIN metrics m ON m.model = r.source "
+             "AND m.metric = 'ndcg' AND m.k = 10 GROUP BY r.source ORDER BY r.source")
+    assert cli(root / "wh", "sql", query) == 0
+    printed = capsys.readouterr().out
+    assert "als" in printed and "|source|n" in printed.replace(" ", "")
+
+def test_sql_errors_exit_with_code_2_and_name_the_problem(movielens_run, caplog):
+    root, _, _, _ = movielens_run
+    assert cli(root / "wh", "sql", "SELECT * FROM no_such_table") == 2
+    assert "no_such_table" in caplog.text
+    assert cli(root / "wh", "sql") == 2
+    assert "needs a query" in caplog.text
 
 
 def test_rerunning_the_same_date_is_idempotent(movielens_run):

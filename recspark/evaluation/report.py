@@ -47,6 +47,34 @@ def metrics_frame(spark: SparkSession, rows: Iterable[Sequence]) -> DataFrame:
     return spark.createDataFrame(list(rows), METRICS)
 
 
+def metric_bar_chart(rows: Iterable[Sequence], metrics: Sequence[str], k: int):
+    """A matplotlib figure with one bar group per model and one bar per metric at ``k`` (e.g.
+    ``["ndcg", "precision", "recall"]``) from :data:`METRICS` rows; the caller saves or logs it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    field_index = {name: i for i, name in enumerate(METRICS.fieldNames())}
+    values: dict[str, dict[str, float]] = {}
+    for row in rows:
+        model, metric, row_k = (row[field_index[name]] for name in ("model", "metric", "k"))
+        if metric in metrics and row_k == k:
+            values.setdefault(model, {})[metric] = row[field_index["value"]]
+    models = sorted(values)
+    figure = Figure(figsize=(1.5 + 1.2 * len(models) * max(1, len(metrics)) / 2, 3.5))
+    axes = figure.subplots()
+    width = 0.8 / max(1, len(metrics))
+    for j, metric in enumerate(metrics):
+        heights = [values[model].get(metric, 0.0) for model in models]
+        axes.bar([i + j * width for i in range(len(models))], heights, width, label=f"{metric}@{k}")
+    axes.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(models))], models)
+    axes.set_ylabel("value")
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
 def _format_value(value: float) -> str:
     if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
         return str(int(value))

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from recspark.config import Config
 from recspark.delta import DeltaTables
 from recspark.evaluation import comparison_table, metrics_frame, metrics_rows, rating_metrics
+from recspark.evaluation.report import METRICS, metric_bar_chart
 from recspark.evaluation.suite import evaluate_recommendations
 from recspark.featurize.splits import describe_split
 from recspark.stages.common import StageContext
@@ -101,6 +102,8 @@ def run_evaluate(
     report = f"protocol {protocol}, dataset {dataset}, k={k}\n{table}"
     print(report)
     tracker.log_text(report, "comparison.txt")
+    tracker.log_dict({"columns": METRICS.fieldNames(), "rows": [list(row) for row in rows]}, "metrics.json")
+    tracker.log_figure(metric_bar_chart(rows, ["ndcg", "precision", "recall", "map"], k), "plots/ranking_metrics.png")
     tracker.log_params({"protocol": protocol, "dataset": dataset, "k": k})
     tracker.log_metrics({
         f"{model}.{metric}" + (f"_at_{kk}" if kk is not None else ""): value

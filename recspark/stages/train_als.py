@@ -99,7 +99,18 @@ def run_train_als(
         )
         user_factors = final.user_factors.localCheckpoint()
         item_factors = final.item_factors.localCheckpoint()
-    params_meta = meta | {f"als.{key}": value for key, value in best.params.items()}
+    with ctx.measure("als.log_model"):
+        model_uri = tracker.log_spark_model(final.als_model, "als_model")
+    promoted = False
+    if ac.register_model:
+        promoted = tracker.register_if_better(
+            model_uri, ac.model_name, ac.champion_alias, f"validation_{label}", best.metrics[metric]
+        )
+    # Lineage for the published lists: which registered model and MLflow run made these factors.
+    params_meta = meta | {f"als.{key}": value for key, value in best.params.items()} | {
+        "model_version": tracker.registered_version or "unregistered",
+        "mlflow_run_id": tracker.mlflow_run_id or "",
+    }
     tables.write(user_factors, "user_factors", metadata=params_meta, overwrite_schema=True)
     tables.write(item_factors, "item_factors", metadata=params_meta, overwrite_schema=True)
     if ac.factor_similarity_top_n > 0:
@@ -112,13 +123,6 @@ def run_train_als(
                 replace_partition={"method": FACTOR_SIMILARITY_METHOD}, metadata=meta,
             )
 
-    with ctx.measure("als.log_model"):
-        model_uri = tracker.log_spark_model(final.als_model, "als_model")
-    promoted = False
-    if ac.register_model:
-        promoted = tracker.register_if_better(
-            model_uri, ac.model_name, ac.champion_alias, f"validation_{label}", best.metrics[metric]
-        )
     result = AlsTrainingResult(
         trials=len(search.trials),
         best_rank=best.params["rank"],

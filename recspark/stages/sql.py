@@ -1,0 +1,27 @@
+"""``recspark sql "SELECT ..."``: Spark SQL over every warehouse table, each registered as a
+temporary view under its logical name (``recommendations``, ``metrics``, ...)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pyspark.sql import DataFrame
+
+from recspark.delta import DeltaTables
+
+
+def register_views(tables: DeltaTables, names: Iterable[str]) -> list[str]:
+    """Register every existing table of ``names`` as a temp view; returns the registered names."""
+    registered = []
+    for name in sorted(set(names)):
+        if tables.exists(name):
+            tables.read(name).createOrReplaceTempView(name)
+            registered.append(name)
+    return registered
+
+
+def run_sql(tables: DeltaTables, names: Iterable[str], query: str) -> DataFrame:
+    """The result of ``query`` with every existing table of ``names`` visible as a view."""
+    if not query or not query.strip():
+        raise ValueError('recspark sql needs a query, e.g. recspark sql "SELECT * FROM metrics"')
+    register_views(tables, names)
+    return tables.spark.sql(query)

@@ -1,0 +1,94 @@
+"""Nightly lists: source priority and fill-up, explanations, and the quality gate rules."""
+from __future__ import annotations
+
+import pytest
+
+from recspark.publish import (
+    PublishStats,
+    attach_because_items,
+    final_recommendations,
+    gate_breaches,
+    with_explanations,
+)
+
+CANDIDATES = "user_idx int, item_idx int, source string, score double, rank int, because_item_idx int"
+
+
+def test_first_source_leads_and_later_sources_fill_up_without_duplicates(spark):
+    rows = [
+        (0, 10, "als", 0.9, 1, None), (0, 11, "als", 0.8, 2, None),  # user 0: 2 ALS items
+        (0, 11, "popularity", 50.0, 1, None), (0, 12, "popularity", 40.0, 2, None),
+        (0, 13, "popularity", 30.0, 3, None),
+        (1, 12, "popularity", 40.0, 1, None), (1, 13, "popularity", 30.0, 2, None),  # user 1: no ALS
+        (1, 14, "item_item", 2.0, 1, 7),
+    ]
+    candidates = spark.createDataFrame(rows, CANDIDATES)
+    lists = final_recommendations(candidates, ["als", "item_item", "popularity"], k=3).collect()
+    got = sorted((r.user_idx, r.rank, r.item_idx, r.source, r.because_item_idx) for r in lists)
+    assert got == [
+        (0, 1, 10, "als", None), (0, 2, 11, "als", None), (0, 3, 12, "popularity", None),
+        (1, 1, 14, "item_item", 7), (1, 2, 12, "popularity", None), (1, 3, 13, "popularity", None),
+    ]
+
+
+def test_an_empty_source_list_is_rejected(spark):
+    with pytest.raises(ValueError, match="at least one"):
+        final_recommendations(spark.createDataFrame([], CANDIDATES), [], k=3)
+
+
+def test_because_item_is_the_most_similar_history_item(spark):
+    recs = spark.createDataFrame(
+        [(0, 1, 20, 0.5, "als", None), (0, 2, 21, 0.4, "als", None), (0, 3, 22, 0.3, "item_item", 5)],
+        "user_idx int, rank int, item_idx int, score double, source string, because_item_idx int",
+    )
+    history = spark.createDataFrame([(0, 5), (0, 6), (1, 7)], "user_idx int, item_idx int")
+    similarities = spark.createDataFrame(
+        [(5, 20, 0.2), (6, 20, 0.7), (7, 21, 0.9), (6, 22, 0.99)],  # item 21 only near user 1's item
+        "item_idx int, neighbor_idx int, score double",
+    )
+    got = {r.item_idx: r.because_item_idx for r in attach_because_items(recs, history, similarities).collect()}
+    assert got == {20: 6, 21: None, 22: 5}  # an existing because item is kept
+
+
+def test_explanations_name_the_because_title(spark):
+    recs = spark.createDataFrame(
+        [(0, 1, 20, 0.5, "als", 5), (0, 2, 21, 0.4, "als", None)],
+        "user_idx int, rank int, item_idx int, score double, source string, because_item_idx int",
+    )
+    users = spark.createDataFrame([("u0", 0)], "user_id string, user_idx int")
+    items = spark.createDataFrame(
+        [("m5", 5, "Heat (1995)"), ("m20", 20, "Ronin (1998)"), ("m21", 21, None)], "item_id string, item_idx int, title string"
+    )
+    got = sorted(tuple(r) for r in with_explanations(recs, users, items).collect())
+    assert got == [
+        ("u0", 1, "m20", "Ronin (1998)", 0.5, "als", "because you liked Heat (1995)"),
+        ("u0", 2, "m21", None, 0.4, "als", None),
+    ]
+
+
+def stats(users=100, rows=1000, coverage=0.1, metric=0.3, known=100):
+    return PublishStats(users=users, known_users=known, rows=rows, catalog_coverage=coverage, metric=metric)
+
+
+def test_gate_passes_a_comparable_run_and_the_first_run():
+    assert gate_breaches(stats(), stats(metric=0.32), 0.99, 0.2) == []
+    assert gate_breaches(stats(), None, 0.99, 0.2) == []
+
+
+def test_gate_names_every_breach():
+    breaches = gate_breaches(stats(users=90, rows=500, coverage=0.05, metric=0.1), stats(), 0.99, 0.2)
+    assert len(breaches) == 4  # users fell 10%, within the allowed 20%; coverage rule still applies
+    assert breaches[0].startswith("user coverage 0.9000 (90 of 100 known users)")
+    assert any("rows fell from 1000 to 500" in b for b in breaches)
+    assert any("evaluation metric fell from 0.3 to 0.1" in b for b in breaches)
+
+
+def test_gate_skips_a_metric_that_one_run_lacks():
+    assert gate_breaches(stats(metric=None), stats(metric=0.3), 0.99, 0.2) == []
+
+
+def test_stats_round_trip_through_commit_metadata():
+    original = stats(metric=None)
+    metadata = {f"recspark.{k}": v for k, v in original.as_metadata().items()}
+    assert PublishStats.from_metadata(metadata) == original
+    assert PublishStats.from_metadata({"recspark.stage": "publish"}) is None
