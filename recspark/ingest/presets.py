@@ -90,24 +90,29 @@ def _movielens_latest(data_dir: str) -> list[SourceConfig]:
     ]
 
 
+def _headerless_ratings(path: str, delimiter: str) -> SourceConfig:
+    """The ratings file of ml-100k / ml-1m: user, item, rating (1-5), epoch seconds; no header."""
+    return SourceConfig(
+        name="ratings",
+        kind="interactions",
+        paths=[path],
+        columns={"user_id": "_c0", "item_id": "_c1", "rating": "_c2", "event_ts": "_c3"},
+        delimiter=delimiter,
+        header=False,
+        quote="",
+        event_type="rating",
+        timestamp_unit="s",
+        rating_min=1.0,
+        rating_max=5.0,
+        rating_required=True,
+    )
+
+
 def _movielens_100k(data_dir: str) -> list[SourceConfig]:
     """u.data (tab, no header: user item rating epoch-seconds) and u.item ('|', latin-1, no
     header, one 0/1 column per genre)."""
     return [
-        SourceConfig(
-            name="ratings",
-            kind="interactions",
-            paths=[f"{data_dir}/u.data"],
-            columns={"user_id": "_c0", "item_id": "_c1", "rating": "_c2", "event_ts": "_c3"},
-            delimiter="\t",
-            header=False,
-            quote="",
-            event_type="rating",
-            timestamp_unit="s",
-            rating_min=1.0,
-            rating_max=5.0,
-            rating_required=True,
-        ),
+        _headerless_ratings(f"{data_dir}/u.data", "\t"),
         SourceConfig(
             name="movies",
             kind="items",
@@ -130,20 +135,7 @@ def _movielens_1m(data_dir: str) -> list[SourceConfig]:
     """ratings.dat (UserID::MovieID::Rating::Timestamp) and movies.dat (MovieID::Title::Genres,
     latin-1), '::' separated, no header, ratings 1-5."""
     return [
-        SourceConfig(
-            name="ratings",
-            kind="interactions",
-            paths=[f"{data_dir}/ratings.dat"],
-            columns={"user_id": "_c0", "item_id": "_c1", "rating": "_c2", "event_ts": "_c3"},
-            delimiter="::",
-            header=False,
-            quote="",
-            event_type="rating",
-            timestamp_unit="s",
-            rating_min=1.0,
-            rating_max=5.0,
-            rating_required=True,
-        ),
+        _headerless_ratings(f"{data_dir}/ratings.dat", "::"),
         SourceConfig(
             name="movies",
             kind="items",
