@@ -90,7 +90,8 @@ def run_publish(
     split = tables.read("interactions_split")
     history = split.where(F.col("split") != "test").select("user_idx", "item_idx")
     similarities = tables.read("item_similarity").where(F.col("method") == COOCCURRENCE_METHOD)
-    items = tables.read("item_index").join(tables.read("items").select("item_id", "title"), "item_id", "left")
+    item_index = tables.read("item_index")
+    items = item_index.join(tables.read("items").select("item_id", "title"), "item_id", "left")
     user_index = tables.read("user_index")
     lineage = tables.history("item_factors")[0].metadata if tables.exists("item_factors") else {}
 
@@ -113,7 +114,7 @@ def run_publish(
         users=summary["users"],
         known_users=history.select("user_idx").distinct().count(),
         rows=summary["rows"],
-        catalog_coverage=summary["items"] / max(1, tables.read("item_index").count()),
+        catalog_coverage=summary["items"] / max(1, item_index.count()),
         metric=_evaluation_metric(tables, config, ctx),
     )
     previous = _last_published_stats(tables, ctx)
