@@ -1,0 +1,193 @@
+"""Batch scoring with a deep model inside Spark, re-ranking, and the hybrid blend of sources.
+
+* :func:`score_pairs_frame`: (user_idx, item_idx) -> + ``score`` (the model's logit) with
+  ``mapInPandas``; the model's weights are broadcast once and rebuilt once per Python worker,
+  each Arrow batch is scored in ``batch_size`` blocks by :func:`recspark.deep.ranking.score_pairs`.
+* :func:`deep_rerank`: the union of the retrieval sources' candidates of each user, ordered by
+  the model's score, cut at n (rank 1..n).
+* Hybrid: each source's scores are min-max normalised per user to [0, 1] (a user's only score, or
+  equal scores, become 1; an item a source did not propose scores 0 for it), blended as a
+  weighted sum and cut at n. Weights come from a grid (every combination of
+  ``grid`` values per source but all zero) and are tuned by **user-fold cross-fitting**: users are
+  hashed into ``folds`` folds with a seed; for the users of fold f the weights are the grid
+  point with the best mean NDCG@k over the users of the other folds (against the held-out pairs
+  given as ``truth``; ties go to the earlier grid point). No user's list is ranked with weights
+  chosen on that user's own held-out pairs, so evaluating the hybrid on those pairs stays fair.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from torch import nn
+
+from recspark.deep.models import rebuild_model
+from recspark.deep.ranking import score_pairs
+
+# Python-worker cache of rebuilt models, keyed by the digest of their serialized state.
+_WORKER_MODELS: dict[str, nn.Module] = {}
+
+
+def model_bytes(model: nn.Module) -> bytes:
+    """``torch.save`` of ``{model_name, init_args, state_dict}`` (CPU), as bytes."""
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model_name": model.name, "init_args": dict(model.init_args), "state_dict": state}, buffer)
+    return buffer.getvalue()
+
+
+def model_from_bytes(data: bytes) -> nn.Module:
+    """The model serialized by :func:`model_bytes`, on CPU in eval mode."""
+    checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    model = rebuild_model(checkpoint["model_name"], checkpoint["init_args"], checkpoint["state_dict"])
+    return model.eval()
+
+
+def score_pairs_frame(pairs: DataFrame, model: nn.Module, batch_size: int = 65536) -> DataFrame:
+    """``pairs`` (user_idx, item_idx, any other columns) with a ``score`` double column: the
+    model's logit of each pair. Indexes outside the model's range fail with the model's error."""
+    missing = [c for c in ("user_idx", "item_idx") if c not in pairs.columns]
+    if missing:
+        raise ValueError(f"pairs lacks column(s) {missing}; it has {pairs.columns}")
+    data = model_bytes(model)
+    key = hashlib.sha256(data).hexdigest()
+    broadcast = pairs.sparkSession.sparkContext.broadcast(data)
+    schema = T.StructType([*pairs.schema.fields, T.StructField("score", T.DoubleType())])
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        if key not in _WORKER_MODELS:
+            _WORKER_MODELS.clear()
+            _WORKER_MODELS[key] = model_from_bytes(broadcast.value)
+        worker_model = _WORKER_MODELS[key]
+        for batch in batches:
+            scores = score_pairs(
+                worker_model, batch["user_idx"].to_numpy(np.int64), batch["item_idx"].to_numpy(np.int64), batch_size
+            )
+            yield batch.assign(score=scores.astype(np.float64))
+
+    return pairs.mapInPandas(score, schema=schema)
+
+
+def top_n_per_user(scored: DataFrame, n: int) -> DataFrame:
+    """The ``n`` highest ``score`` rows of each user with ``rank`` 1..n (ties: lower item_idx first)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    order = Window.partitionBy("user_idx").orderBy(F.col("score").desc(), F.col("item_idx"))
+    return scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= n)
+
+
+def deep_rerank(
+    candidates: DataFrame, retrieval_sources: Sequence[str], model: nn.Module, n: int, batch_size: int = 65536
+) -> DataFrame:
+    """user_idx, item_idx, score (logit), rank: the distinct candidates of ``retrieval_sources``
+    per user, re-ranked by ``model`` and cut at ``n``."""
+    pairs = candidates.where(F.col("source").isin(list(retrieval_sources))).select("user_idx", "item_idx").distinct()
+    return top_n_per_user(score_pairs_frame(pairs, model, batch_size), n)
+
+
+def normalised_scores(candidates: DataFrame, sources: Sequence[str]) -> DataFrame:
+    """user_idx, item_idx, source, norm_score in [0, 1]: min-max of ``score`` per user and source
+    (1 when a user's scores of a source are all equal), for the rows of ``sources``."""
+    per_user = Window.partitionBy("user_idx", "source")
+    low, high = F.min("score").over(per_user), F.max("score").over(per_user)
+    return candidates.where(F.col("source").isin(list(sources))).select(
+        "user_idx", "item_idx", "source",
+        F.when(high > low, (F.col("score") - low) / (high - low)).otherwise(F.lit(1.0)).alias("norm_score"),
+    )
+
+
+def weight_grid(sources: Sequence[str], values: Sequence[float]) -> list[dict[str, float]]:
+    """Every assignment of ``values`` to ``sources`` except all-zero, in itertools.product order."""
+    if not sources:
+        raise ValueError("the hybrid needs at least one source")
+    if any(v < 0 for v in values) or not any(v > 0 for v in values):
+        raise ValueError(f"hybrid weight grid must be non-negative with a positive value, got {list(values)}")
+    return [dict(zip(sources, combo)) for combo in itertools.product(values, repeat=len(sources)) if any(combo)]
+
+
+def user_folds(users: DataFrame, folds: int, seed: int) -> DataFrame:
+    """user_idx, fold in [0, folds): a seeded hash of the user."""
+    return users.select("user_idx").distinct().withColumn(
+        "fold", F.pmod(F.xxhash64("user_idx", F.lit(seed)), F.lit(folds)).cast("int")
+    )
+
+
+def _grid_ndcg(normalised: DataFrame, truth: DataFrame, sources: Sequence[str], grid: list[dict[str, float]], k: int) -> DataFrame:
+    """user_idx, combo (index into ``grid``), ndcg: NDCG@k of each user's blend for every grid
+    point, over the users with ``truth`` pairs (binary relevance, IDCG over min(|truth|, k))."""
+    weights = np.array([[combo[s] for s in sources] for combo in grid], dtype=np.float64).T  # [S, C]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    relevant = truth.select("user_idx", "item_idx", F.lit(1).alias("relevant")).distinct()
+    counts = relevant.groupBy("user_idx").agg(F.count(F.lit(1)).alias("n_relevant"))
+    wide = (
+        normalised.groupBy("user_idx", "item_idx").pivot("source", list(sources)).agg(F.first("norm_score"))
+        .fillna(0.0, subset=list(sources))
+        .join(relevant, ["user_idx", "item_idx"], "left").fillna(0, subset=["relevant"])
+        .join(counts, "user_idx")
+    )
+
+    def user_ndcg(frame: pd.DataFrame) -> pd.DataFrame:
+        scores = frame[list(sources)].to_numpy(np.float64) @ weights  # [items, C]
+        order = np.lexsort((np.broadcast_to(frame["item_idx"].to_numpy()[:, None], scores.shape), -scores), axis=0)
+        top = order[:k]  # [min(k, items), C]
+        hits = frame["relevant"].to_numpy(np.float64)[top]
+        idcg = discounts[: min(int(frame["n_relevant"].iloc[0]), k)].sum()
+        ndcg = (hits * discounts[: len(top), None]).sum(0) / idcg
+        return pd.DataFrame({"user_idx": int(frame["user_idx"].iloc[0]), "combo": np.arange(len(grid)), "ndcg": ndcg})
+
+    return wide.groupBy("user_idx").applyInPandas(user_ndcg, "user_idx long, combo int, ndcg double")
+
+
+@dataclass
+class BlendTuning:
+    """Per fold: the chosen weights and their mean NDCG@k on the other folds' users."""
+
+    weights: dict[int, dict[str, float]]
+    validation_ndcg: dict[int, float]
+
+
+def tune_blend_weights(
+    normalised: DataFrame, truth: DataFrame, sources: Sequence[str], grid_values: Sequence[float],
+    k: int, folds: int, seed: int,
+) -> BlendTuning:
+    """Cross-fitted weights (see the module docstring). ``truth``: held-out (user_idx, item_idx)."""
+    if folds < 2:
+        raise ValueError(f"hybrid folds must be >= 2 (weights of a fold come from the others), got {folds}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    grid = weight_grid(sources, grid_values)
+    per_user = _grid_ndcg(normalised, truth, sources, grid, k).join(user_folds(normalised, folds, seed), "user_idx")
+    sums = per_user.groupBy("fold", "combo").agg(F.sum("ndcg").alias("total"), F.count(F.lit(1)).alias("users"))
+    table = sums.toPandas()
+    weights, validation = {}, {}
+    for fold in range(folds):
+        others = table[table["fold"] != fold].groupby("combo")[["total", "users"]].sum()
+        if others.empty:
+            raise ValueError(f"no users with held-out pairs outside fold {fold}: cannot tune its weights")
+        mean = (others["total"] / others["users"]).sort_index()
+        best = int(mean.idxmax())
+        weights[fold], validation[fold] = grid[best], float(mean.loc[best])
+    return BlendTuning(weights, validation)
+
+
+def blend(normalised: DataFrame, tuning: BlendTuning, folds: int, seed: int, n: int) -> DataFrame:
+    """user_idx, item_idx, score (weighted sum of normalised scores with the weights of the user's
+    fold), rank 1..n."""
+    spark = normalised.sparkSession
+    weight_rows = [(fold, source, float(w)) for fold, combo in tuning.weights.items() for source, w in combo.items()]
+    weights = spark.createDataFrame(weight_rows, "fold int, source string, weight double")
+    blended = (
+        normalised.join(user_folds(normalised, folds, seed), "user_idx")
+        .join(F.broadcast(weights), ["fold", "source"])
+        .groupBy("user_idx", "item_idx").agg(F.sum(F.col("weight") * F.col("norm_score")).alias("score"))
+    )
+    return top_n_per_user(blended, n)
