@@ -1,6 +1,7 @@
 """``recspark [--config FILE] [--set key=value ...] [--run-date YYYY-MM-DD] <stage>``
 
-Stages: generate, ingest, featurize, train-als, similarity, candidates, evaluate, publish, and
+Stages: generate, ingest, featurize, train-als, similarity, train-deep, candidates, rerank,
+evaluate, publish, and
 ``run`` (the nightly pipeline: every stage but generate, in that order); and
 ``recspark sql "SELECT ..."`` over every table. ``--force`` lets
 publish go ahead despite a quality-gate breach. The ``jobs/*.py``
@@ -25,9 +26,11 @@ from recspark.stages.featurize import run_featurize
 from recspark.stages.generate import run_generate
 from recspark.stages.ingest import RowAccountingError, run_ingest
 from recspark.stages.publish import QualityGateError, run_publish
+from recspark.stages.rerank import run_rerank
 from recspark.stages.similarity import run_similarity
 from recspark.stages.sql import run_sql
 from recspark.stages.train_als import run_train_als
+from recspark.stages.train_deep import run_train_deep
 
 INTERACTION_TABLES = ("interactions_bronze", "interactions_silver", "interactions_quarantine", "items_bronze", "items")
 FEATURE_TABLES = ("user_index", "item_index", "user_features", "item_features", "interactions_split")
@@ -54,8 +57,11 @@ STAGES = {
         ("candidates", "interactions_split", "item_similarity", "item_index", "items", "user_index", "metrics"),
         ("recommendations", "recommendations_latest"),
     ),
+    # deep recommenders (Petastorm + TorchDistributor training, re-ranking, hybrid)
+    "train-deep": (run_train_deep, ("interactions_split", "user_index", "item_index"), ()),
+    "rerank": (run_rerank, ("candidates", "interactions_split"), ("candidates",)),
 }
-PIPELINE = ["ingest", "featurize", "train-als", "similarity", "candidates", "evaluate", "publish"]
+PIPELINE = ["ingest", "featurize", "train-als", "similarity", "train-deep", "candidates", "rerank", "evaluate", "publish"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -208,6 +208,52 @@ class PublishConfig:
 
 
 @dataclass
+class DeepConfig:
+    """Deep recommenders (``recspark train-deep``, ``recspark rerank``); see :mod:`recspark.deep`.
+
+    Training examples: the train pairs of ``interactions_split`` minus a seeded per-user
+    ``validation_ratio`` share (early stopping on full-catalogue ``ndcg@evaluation.k``), each
+    with ``negatives_ratio`` sampled negatives (probability ~ popularity ** ``negatives_popularity_alpha``;
+    0 is uniform). Directories default to ``<warehouse>/_petastorm``, ``_deep_export``, ``_deep_models``.
+    """
+
+    models: list[str] = field(default_factory=lambda: ["neumf", "two_tower"])
+    model_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # model name -> constructor kwargs
+    epochs: int = 10
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 2
+    seed: int = 42
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    validation_ratio: float = 0.1
+    negatives_ratio: int = 4
+    negatives_popularity_alpha: float = 0.0
+    num_processes: int = 2  # TorchDistributor processes
+    local_mode: bool = True  # processes on the driver (true) or as a barrier stage on executors
+    use_gpu: str = "auto"  # auto | true | false
+    petastorm_cache_dir: str | None = None
+    export_dir: str | None = None  # Parquet shards for ``python -m recspark.deep.standalone``
+    model_dir: str | None = None  # checkpoints the rerank stage loads
+    scoring_batch_size: int = 65536
+    rerank_sources: list[str] = field(default_factory=lambda: ["als", "item_item", "content", "popularity"])
+    hybrid_sources: list[str] = field(
+        default_factory=lambda: ["als", "item_item", "content", "popularity", "neumf", "two_tower"]
+    )
+    hybrid_weight_grid: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    hybrid_folds: int = 2  # user folds of the cross-fitted weight tuning (>= 2)
+
+    def directory(self, config: "Config", name: str) -> str:
+        """``petastorm_cache_dir`` / ``export_dir`` / ``model_dir``, defaulting under the warehouse."""
+        explicit = getattr(self, name)
+        if explicit:
+            return explicit
+        default = {"petastorm_cache_dir": "_petastorm", "export_dir": "_deep_export", "model_dir": "_deep_models"}[name]
+        warehouse = config.warehouse if "://" in config.warehouse else os.path.abspath(config.warehouse)
+        return f"{warehouse.rstrip('/')}/{default}"
+
+
+@dataclass
 class Config:
     warehouse: str = "warehouse"
     run_date: str | None = None  # YYYY-MM-DD; today (UTC) when unset
@@ -224,6 +270,7 @@ class Config:
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    deep: DeepConfig = field(default_factory=DeepConfig)
 
     def table_location(self, name: str) -> str:
         """Location of a logical table: an explicit ``table_locations`` entry, else

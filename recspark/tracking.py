@@ -34,9 +34,10 @@ class StageRun:
         if self._mlflow:
             self._mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
 
-    def log_metrics(self, metrics: dict[str, float]) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log metrics, at ``step`` (e.g. the epoch) when given."""
         if self._mlflow:
-            self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+            self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
 
     def log_table_versions(self, direction: str, versions: dict[str, int | None]) -> None:
         """Record Delta versions as params ``read.<table>`` / ``wrote.<table>``."""
@@ -72,6 +73,17 @@ class StageRun:
 
         requirements = [f"{package}=={metadata.version(package)}" for package in packages]
         info = mlflow.spark.log_model(model, name, pip_requirements=requirements)
+        return info.model_uri
+
+    def log_pytorch_model(self, model, name: str) -> str | None:
+        """Log a torch ``nn.Module`` with ``mlflow.pytorch`` (requirements pinned from the
+        installed torch, numpy and mlflow) and return its model URI (None when tracking is off)."""
+        if not self._mlflow:
+            return None
+        import mlflow.pytorch
+
+        requirements = [f"{package}=={metadata.version(package)}" for package in ("torch", "numpy", "mlflow")]
+        info = mlflow.pytorch.log_model(model, name=name, pip_requirements=requirements)
         return info.model_uri
 
     def register_if_better(
