@@ -76,14 +76,17 @@ class StageRun:
         return info.model_uri
 
     def log_pytorch_model(self, model, name: str) -> str | None:
-        """Log a torch ``nn.Module`` with ``mlflow.pytorch`` (requirements pinned from the
-        installed torch, numpy and mlflow) and return its model URI (None when tracking is off)."""
+        """Log a torch ``nn.Module`` with ``mlflow.pytorch`` (pickle format: the default pt2 needs
+        an input example to trace; requirements pinned from the installed torch, numpy and
+        mlflow) and return its model URI (None when tracking is off). Loading it needs recspark."""
         if not self._mlflow:
             return None
         import mlflow.pytorch
 
         requirements = [f"{package}=={metadata.version(package)}" for package in ("torch", "numpy", "mlflow")]
-        info = mlflow.pytorch.log_model(model, name=name, pip_requirements=requirements)
+        info = mlflow.pytorch.log_model(
+            model, name=name, pip_requirements=requirements, serialization_format="pickle"
+        )
         return info.model_uri
 
     def register_if_better(

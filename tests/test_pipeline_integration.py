@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -16,6 +17,8 @@ RUN_DATE = "2024-06-01"
 # Two implicit ALS trials keep the test short; the default grid also tries explicit ALS.
 SMALL_ALS_GRID = ["--set", "als.grid.implicit_prefs=[true]", "--set", "als.grid.rank=[16]",
                   "--set", "als.grid.reg_param=[0.1]", "--set", "als.grid.alpha=[1.0, 5.0]"]
+# Two epochs keep the deep models (NeuMF, two-tower; 2 TorchDistributor processes each) short.
+SMALL_DEEP = ["--set", "deep.epochs=2"]
 
 
 def cli(warehouse, *args, extra=()):
@@ -27,7 +30,7 @@ def cli(warehouse, *args, extra=()):
 def movielens_run(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     mlflow_uri = f"sqlite:///{root}/mlflow.db"
-    assert cli(root / "wh", "run", extra=["--set", f"mlflow.tracking_uri={mlflow_uri}", *SMALL_ALS_GRID]) == 0
+    assert cli(root / "wh", "run", extra=["--set", f"mlflow.tracking_uri={mlflow_uri}", *SMALL_ALS_GRID, *SMALL_DEEP]) == 0
     config = load_config(None, [f"warehouse={root / 'wh'}"])
     return root, config, DeltaTables.from_config(spark, config), mlflow_uri
 
@@ -74,7 +77,8 @@ def test_mlflow_records_counts_and_table_versions(movielens_run):
     experiment = client.get_experiment_by_name("recspark")
     stage_runs = client.search_runs([experiment.experiment_id], "tags.`recspark.stage` != ''")
     runs = {r.data.tags["recspark.stage"]: r for r in stage_runs}  # ALS trials are untagged child runs
-    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "candidates", "evaluate", "publish"}
+    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "train-deep", "candidates", "rerank",
+                         "evaluate", "publish"}
     assert runs["ingest"].data.metrics["rows_read"] == 100836
     assert runs["ingest"].data.params["wrote.interactions_silver"] == "0"
     assert runs["featurize"].data.params["read.interactions_silver"] == "0"
@@ -90,7 +94,7 @@ def metric_values(tables, metric, k=None):
 def test_als_and_item_item_beat_popularity_on_ndcg_at_10(movielens_run):
     _, _, tables, _ = movielens_run
     ndcg = metric_values(tables, "ndcg", 10)
-    assert set(ndcg) == {"als", "item_item", "popularity"}
+    assert set(ndcg) == {"als", "item_item", "popularity", "neumf", "two_tower", "hybrid"}
     assert ndcg["als"] > ndcg["popularity"] + 0.05
     assert ndcg["item_item"] > ndcg["popularity"] + 0.05
     assert 0.15 < ndcg["popularity"] < 0.3  # 0.218 measured: a sane baseline, not a broken one
@@ -106,7 +110,7 @@ def test_candidates_exclude_history_and_cover_every_user(movielens_run):
     candidates = tables.read("candidates")
     per_source = {r.source: (r.users, r.rows) for r in candidates.groupBy("source").agg(
         F.countDistinct("user_idx").alias("users"), F.count(F.lit(1)).alias("rows")).collect()}
-    assert per_source == {s: (610, 61000) for s in ("als", "item_item", "popularity")}
+    assert per_source == {s: (610, 61000) for s in ("als", "item_item", "popularity", "neumf", "two_tower", "hybrid")}
     history = tables.read("interactions_split").where(F.col("split") != "test")
     assert candidates.join(history, ["user_idx", "item_idx"]).count() == 0
     explained = candidates.where(F.col("source") == "item_item").join(
@@ -149,6 +153,34 @@ def test_mlflow_holds_als_trials_model_alias_and_stage_timings(movielens_run):
     steps = {r.step for r in tables.read("stage_runs").collect()}
     assert {"ingest", "featurize", "train-als", "als.search", "similarity", "candidates"} <= steps
     assert metric_values(tables, "wall_time_s")["stage:train-als"] > 0
+
+
+def test_deep_models_train_through_petastorm_and_rerank_into_the_comparison(movielens_run):
+    import json
+
+    import mlflow.pytorch
+    import numpy as np
+
+    from recspark.deep.ranking import score_pairs
+
+    _, config, tables, uri = movielens_run
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("recspark").experiment_id])
+    deep_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "train-deep")
+    for name in ("neumf", "two_tower"):
+        losses = client.get_metric_history(deep_run.info.run_id, f"{name}.loss")
+        assert [m.step for m in sorted(losses, key=lambda m: m.step)] == [0, 1]
+        assert {f"{name}.samples_per_s", f"{name}.loader_s", f"{name}.step_s", f"{name}.ndcg_at_10"} <= set(
+            deep_run.data.metrics)
+        model = mlflow.pytorch.load_model(deep_run.data.params[f"{name}.model_uri"])
+        assert score_pairs(model, np.array([0, 609]), np.array([0, 9741])).shape == (2,)
+    assert deep_run.data.params["deep.num_processes"] == "2"
+    meta = json.loads((Path(config.deep.directory(config, "export_dir")) / "meta.json").read_text())
+    assert (meta["num_users"], meta["num_items"]) == (610, 9742)
+    rerank_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "rerank")
+    assert "hybrid_weights.json" in {a.path for a in client.list_artifacts(rerank_run.info.run_id)}
+    ndcg = metric_values(tables, "ndcg", 10)
+    assert ndcg["hybrid"] > ndcg["popularity"] and ndcg["neumf"] > 0 and ndcg["two_tower"] > 0
 
 
 def test_every_known_user_gets_a_published_list_with_lineage(movielens_run):

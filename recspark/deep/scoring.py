@@ -32,6 +32,7 @@ from torch import nn
 
 from recspark.deep.models import rebuild_model
 from recspark.deep.ranking import score_pairs
+from recspark.deep.training import autocast_dtype, select_device
 
 # Python-worker cache of rebuilt models, keyed by the digest of their serialized state.
 _WORKER_MODELS: dict[str, nn.Module] = {}
@@ -52,9 +53,13 @@ def model_from_bytes(data: bytes) -> nn.Module:
     return model.eval()
 
 
-def score_pairs_frame(pairs: DataFrame, model: nn.Module, batch_size: int = 65536) -> DataFrame:
+def score_pairs_frame(
+    pairs: DataFrame, model: nn.Module, batch_size: int = 65536, device: str = "auto"
+) -> DataFrame:
     """``pairs`` (user_idx, item_idx, any other columns) with a ``score`` double column: the
-    model's logit of each pair. Indexes outside the model's range fail with the model's error."""
+    model's logit of each pair. Indexes outside the model's range fail with the model's error.
+    ``device`` is chosen on each worker (``auto``: its CUDA device when present, scored under
+    bf16/fp16 autocast there; fp32 on CPU)."""
     missing = [c for c in ("user_idx", "item_idx") if c not in pairs.columns]
     if missing:
         raise ValueError(f"pairs lacks column(s) {missing}; it has {pairs.columns}")
@@ -64,14 +69,18 @@ def score_pairs_frame(pairs: DataFrame, model: nn.Module, batch_size: int = 6553
     schema = T.StructType([*pairs.schema.fields, T.StructField("score", T.DoubleType())])
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        worker_device = select_device(device)
         if key not in _WORKER_MODELS:
             _WORKER_MODELS.clear()
-            _WORKER_MODELS[key] = model_from_bytes(broadcast.value)
+            _WORKER_MODELS[key] = model_from_bytes(broadcast.value).to(worker_device)
         worker_model = _WORKER_MODELS[key]
+        amp_dtype = autocast_dtype(worker_device)
         for batch in batches:
-            scores = score_pairs(
-                worker_model, batch["user_idx"].to_numpy(np.int64), batch["item_idx"].to_numpy(np.int64), batch_size
-            )
+            with torch.autocast(worker_device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                scores = score_pairs(
+                    worker_model, batch["user_idx"].to_numpy(np.int64), batch["item_idx"].to_numpy(np.int64),
+                    batch_size,
+                )
             yield batch.assign(score=scores.astype(np.float64))
 
     return pairs.mapInPandas(score, schema=schema)
@@ -86,12 +95,13 @@ def top_n_per_user(scored: DataFrame, n: int) -> DataFrame:
 
 
 def deep_rerank(
-    candidates: DataFrame, retrieval_sources: Sequence[str], model: nn.Module, n: int, batch_size: int = 65536
+    candidates: DataFrame, retrieval_sources: Sequence[str], model: nn.Module, n: int, batch_size: int = 65536,
+    device: str = "auto",
 ) -> DataFrame:
     """user_idx, item_idx, score (logit), rank: the distinct candidates of ``retrieval_sources``
     per user, re-ranked by ``model`` and cut at ``n``."""
     pairs = candidates.where(F.col("source").isin(list(retrieval_sources))).select("user_idx", "item_idx").distinct()
-    return top_n_per_user(score_pairs_frame(pairs, model, batch_size), n)
+    return top_n_per_user(score_pairs_frame(pairs, model, batch_size, device), n)
 
 
 def normalised_scores(candidates: DataFrame, sources: Sequence[str]) -> DataFrame:

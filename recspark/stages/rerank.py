@@ -68,7 +68,7 @@ def run_rerank(
     for name in deep_sources:
         model = load_checkpoint(checkpoint_path(config, name))
         with ctx.measure(f"rerank.{name}"):
-            ranked = deep_rerank(tables.read("candidates"), retrieval, model, n, dc.scoring_batch_size)
+            ranked = deep_rerank(tables.read("candidates"), retrieval, model, n, dc.scoring_batch_size, dc.device)
             write(candidate_rows(ranked, name, ctx.run_date).localCheckpoint(), name)
     present |= set(deep_sources)
     hybrid_sources = [s for s in dc.hybrid_sources if s in present]

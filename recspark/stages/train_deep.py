@@ -11,7 +11,8 @@
    shard each, early-stopped on full-catalogue ``ndcg@evaluation.k``. The two-tower model uses
    the ``item_embeddings`` table as item features when it exists.
 4. MLflow: params, per-epoch ``<model>.<metric>`` (loss, samples/s, loader and step time,
-   validation metrics) at step = epoch, the model via ``mlflow.pytorch``. The checkpoint goes to
+   validation metrics) at step = epoch, the model via ``mlflow.pytorch`` (its URI in the param
+   ``<model>.model_uri``). The checkpoint goes to
    ``<deep.model_dir>/<model>.pt`` for the rerank stage.
 """
 from __future__ import annotations
@@ -121,7 +122,9 @@ def run_train_deep(
             path = checkpoint_path(config, name)
             save_checkpoint(result.model, path, best_epoch=result.best_epoch, metric=result.best_metric,
                             run_id=ctx.run_id)
-            tracker.log_pytorch_model(result.model, f"{name}_model")
+            model_uri = tracker.log_pytorch_model(result.model, f"{name}_model")
+            if model_uri:
+                tracker.log_params({f"{name}.model_uri": model_uri})
             log.info("train-deep %s: best epoch %d, ndcg@%d %.4f -> %s", name, result.best_epoch, settings.k,
                      result.best_metric, path)
     finally:
