@@ -166,8 +166,8 @@ def test_score_pairs_frame_names_missing_columns_and_bad_indexes(spark):
     with pytest.raises(ValueError, match="item_idx"):
         score_pairs_frame(spark.createDataFrame([(0,)], "user_idx int"), model)
     out_of_range = spark.createDataFrame([(0, 5)], "user_idx int, item_idx int")
-    with pytest.raises(Exception, match="item_idx value 5 out of range"):
-        score_pairs_frame(out_of_range, model).collect()
+    with pytest.raises(ValueError, match=r"item_idx value 5 out of range \[0, 2\)"):
+        score_pairs_frame(out_of_range, model)
 
 
 def test_normalised_scores_are_min_max_per_user_and_source(spark):

@@ -57,12 +57,18 @@ def score_pairs_frame(
     pairs: DataFrame, model: nn.Module, batch_size: int = 65536, device: str = "auto"
 ) -> DataFrame:
     """``pairs`` (user_idx, item_idx, any other columns) with a ``score`` double column: the
-    model's logit of each pair. Indexes outside the model's range fail with the model's error.
-    ``device`` is chosen on each worker (``auto``: its CUDA device when present, scored under
-    bf16/fp16 autocast there; fp32 on CPU)."""
+    model's logit of each pair. ``device`` is chosen on each worker (``auto``: its CUDA device
+    when present, scored under bf16/fp16 autocast there; fp32 on CPU). Indexes outside the
+    model's range are found first (one aggregation over ``pairs``) and raise ValueError."""
     missing = [c for c in ("user_idx", "item_idx") if c not in pairs.columns]
     if missing:
         raise ValueError(f"pairs lacks column(s) {missing}; it has {pairs.columns}")
+    bounds = pairs.agg(*[f(c) for c in ("user_idx", "item_idx") for f in (F.min, F.max)]).first()
+    ranges = (("user_idx", model.num_users, bounds[0], bounds[1]), ("item_idx", model.num_items, bounds[2], bounds[3]))
+    for column, size, low, high in ranges:
+        if low is not None and (low < 0 or high >= size):
+            bad = low if low < 0 else high
+            raise ValueError(f"pairs {column} value {bad} out of range [0, {size}) of the model")
     data = model_bytes(model)
     key = hashlib.sha256(data).hexdigest()
     broadcast = pairs.sparkSession.sparkContext.broadcast(data)
