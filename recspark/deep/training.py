@@ -180,13 +180,17 @@ def _train_epoch(
 
 
 def save_checkpoint(model: nn.Module, path: Path, **extra: Any) -> None:
-    """Save ``{model_name, init_args, state_dict (on CPU), **extra}`` to ``path``."""
+    """Save ``{model_name, init_args, state_dict (on CPU), **extra}`` to ``path``; the model
+    name and init_args are those of ``models.py`` models (class name and {} for other modules)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(
-        {"model_name": model.name, "init_args": model.init_args, "state_dict": state, **extra},
-        path,
-    )
+    checkpoint = {
+        "model_name": getattr(model, "name", type(model).__name__),
+        "init_args": getattr(model, "init_args", {}),
+        "state_dict": state,
+        **extra,
+    }
+    torch.save(checkpoint, path)
 
 
 def train_model(
@@ -270,16 +274,16 @@ def train_model(
             if metric_name not in metrics:
                 raise ValueError(f"validate() must return {metric_name!r}; got {sorted(metrics)}")
             record.update(metrics)
-            improved = metrics[metric_name] > best_metric
+            improved = best_state is None or metrics[metric_name] > best_metric
             epochs_since_best = 0 if improved else epochs_since_best + 1
             stop = epochs_since_best >= settings.patience
+        metric = record.get(metric_name, math.nan)
         if distributed:
-            flags = torch.tensor([int(improved), int(stop)], device=device)
-            dist.broadcast(flags, src=0)
-            improved, stop = bool(flags[0]), bool(flags[1])
+            decision = torch.tensor([improved, stop, metric], dtype=torch.float64, device=device)
+            dist.broadcast(decision, src=0)
+            improved, stop, metric = bool(decision[0]), bool(decision[1]), float(decision[2])
         if improved:
-            best_epoch = epoch
-            best_metric = record.get(metric_name, math.nan)
+            best_epoch, best_metric = epoch, metric
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             if rank == 0 and checkpoint_path is not None:
                 path = checkpoint_path / f"epoch_{epoch:03d}.pt"
