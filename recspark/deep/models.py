@@ -201,14 +201,19 @@ class TwoTower(nn.Module):
             item_in = torch.cat([item_in, features], dim=-1)
         return self.item_tower(item_in)
 
-    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, user_idx: torch.Tensor, item_idx: torch.Tensor, in_batch: bool = False
+    ) -> torch.Tensor:
+        """Logits ``[B]`` of the pairs; with ``in_batch``, ``[B, B]`` logits of every user of
+        the batch against every item of the batch (for the in-batch softmax loss)."""
         _check_index("user_idx", user_idx, self.num_users)
         _check_index("item_idx", item_idx, self.num_items)
         if user_idx.shape != item_idx.shape:
             raise ValueError(
                 f"user_idx and item_idx differ in length: {user_idx.numel()} vs {item_idx.numel()}"
             )
-        return (self.user_vectors(user_idx) * self.item_vectors(item_idx)).sum(-1)
+        users, items = self.user_vectors(user_idx), self.item_vectors(item_idx)
+        return users @ items.T if in_batch else (users * items).sum(-1)
 
     def score_all_items(self, user_idx: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, num_items]`` of each user in ``user_idx`` against every item."""

@@ -253,6 +253,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         device=args.device,
         k=args.k,
         cpu_threads=args.cpu_threads,
+        loss=args.loss,
     )
 
 
@@ -364,6 +365,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cpu-threads", type=int, default=None)
+    parser.add_argument("--loss", default="bce", choices=["bce", "in_batch_softmax"])
     parser.add_argument("--checkpoint-dir", help="keep each improving epoch's weights here")
     parser.add_argument("--save", help="train: write the best model (save_checkpoint) here")
     parser.add_argument("--compression", action="store_true", help="bench: compression table")

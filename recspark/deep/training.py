@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import os
 import random
@@ -29,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from recspark.deep.models import rebuild_model
 
 BATCH_KEYS = ("user_idx", "item_idx", "label")
+LOSSES = ("bce", "in_batch_softmax")
 
 Batch = Mapping[str, "np.ndarray | torch.Tensor"]
 
@@ -46,7 +48,11 @@ class TrainSettings:
     default (one per core) on one process and gives each process ``cores // LOCAL_WORLD_SIZE``
     under torch.distributed. Small models gain little from more threads, and oversubscribed
     cores make OpenMP spin: on the shared 2-core machine a NeuMF step took 4 ms with 1 thread
-    and 140-200 ms with 2.
+    and 140-200 ms with 2. ``loss``: ``"bce"`` (binary cross-entropy on the labelled pairs, i.e.
+    with the sampled negatives) or ``"in_batch_softmax"`` (models whose ``forward`` takes
+    ``in_batch=True``, i.e. the two-tower: softmax of each positive pair against the other
+    positives' items in the batch, the same item elsewhere in the batch masked; rows labelled 0
+    are ignored).
     """
 
     epochs: int = 10
@@ -59,6 +65,7 @@ class TrainSettings:
     k: int = 10
     mixed_precision: bool = True
     cpu_threads: int | None = None
+    loss: str = "bce"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "k"):
@@ -66,6 +73,8 @@ class TrainSettings:
                 raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"TrainSettings.cpu_threads must be >= 1, got {self.cpu_threads}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"TrainSettings.loss must be one of {LOSSES}, got {self.loss!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainSettings.learning_rate must be > 0, got {self.learning_rate}")
         if self.weight_decay < 0:
@@ -144,6 +153,22 @@ def batch_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...
     return users, items, labels
 
 
+def _batch_loss(
+    module: nn.Module, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor, loss: str
+) -> tuple[torch.Tensor, int]:
+    """(mean loss of the batch, number of training examples in it) for ``TrainSettings.loss``."""
+    if loss == "bce":
+        logits = module(users, items).float()
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels), labels.numel()
+    positive = labels > 0.5
+    users, items = users[positive], items[positive]
+    logits = module(users, items, in_batch=True).float()
+    others = ~torch.eye(len(items), dtype=torch.bool, device=items.device)
+    logits = logits.masked_fill((items[:, None] == items[None, :]) & others, -torch.inf)
+    targets = torch.arange(len(items), device=items.device)
+    return nn.functional.cross_entropy(logits, targets), len(items)
+
+
 def _train_epoch(
     module: nn.Module,
     batches: Iterable[Batch],
@@ -151,9 +176,10 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     device: torch.device,
     amp_dtype: torch.dtype | None,
+    loss_name: str,
 ) -> dict[str, float]:
-    """One pass over ``batches``: summed loss, samples, loader and step seconds (this rank)."""
-    loss_fn = nn.BCEWithLogitsLoss()
+    """One pass over ``batches``: summed loss, samples, loader and step seconds (this rank).
+    A batch without training examples is skipped."""
     samples, loss_sum, loader_s, step_s = 0, 0.0, 0.0, 0.0
     iterator = iter(batches)
     while True:
@@ -165,16 +191,16 @@ def _train_epoch(
         users, items, labels = batch_tensors(batch, device)
         loaded = time.perf_counter()
         loader_s += loaded - start
-        if labels.numel() == 0:
+        if labels.numel() == 0 or (loss_name != "bce" and not bool((labels > 0.5).any())):
             continue
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = loss_fn(module(users, items).float(), labels)
+            loss, count = _batch_loss(module, users, items, labels, loss_name)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        loss_sum += float(loss.detach()) * labels.numel()
-        samples += labels.numel()
+        loss_sum += float(loss.detach()) * count
+        samples += count
         step_s += time.perf_counter() - loaded
     return {"samples": samples, "loss_sum": loss_sum, "loader_s": loader_s, "step_s": step_s}
 
@@ -216,6 +242,13 @@ def train_model(
     ``settings.seed`` before the first epoch (build the model after ``set_seeds`` for
     reproducible initial weights).
     """
+    if settings.loss == "in_batch_softmax" and (
+        "in_batch" not in inspect.signature(model.forward).parameters
+    ):
+        raise ValueError(
+            f"loss 'in_batch_softmax' needs a model whose forward takes in_batch (two_tower); "
+            f"{type(model).__name__} does not"
+        )
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     metric_name = f"ndcg@{settings.k}"
@@ -244,7 +277,8 @@ def train_model(
         start = time.perf_counter()
         with Join([module]) if distributed else contextlib.nullcontext():
             stats = _train_epoch(
-                module, make_train_batches(epoch), optimizer, scaler, device, amp_dtype
+                module, make_train_batches(epoch), optimizer, scaler, device, amp_dtype,
+                settings.loss,
             )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
