@@ -219,6 +219,8 @@ class DeepConfig:
 
     models: list[str] = field(default_factory=lambda: ["neumf", "two_tower"])
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # model name -> constructor kwargs
+    losses: dict[str, str] = field(default_factory=dict)  # model name -> bce (default) | in_batch_softmax
+    cpu_threads: int | None = None  # torch threads per training process on CPU; null: cores / processes
     epochs: int = 10
     batch_size: int = 1024
     learning_rate: float = 1e-3

@@ -69,6 +69,9 @@ def test_compression_leaves_the_teacher_untouched_and_changes_what_it_says(plant
     for key, value in teacher.state_dict().items():
         assert torch.equal(value, before[key])
     assert isinstance(teacher.mlp[0], nn.Linear) and not isinstance(quantized.mlp[0], nn.Linear)
+    users = torch.tensor([0, 7, 39])
+    per_pair = quantized(users.repeat_interleave(NUM_ITEMS), torch.arange(NUM_ITEMS).repeat(3))
+    torch.testing.assert_close(quantized.score_all_items(users), per_pair.view(3, NUM_ITEMS))
     assert weight_sparsity(teacher) == 0.0
     assert weight_sparsity(pruned) == pytest.approx(0.5, abs=1e-3)
     assert not any(name.endswith("_mask") for name, _ in pruned.named_buffers())

@@ -135,3 +135,12 @@ def test_score_pairs_matches_forward_in_small_batches():
         score_pairs(model, users, items[:3])
     with pytest.raises(ValueError, match=r"item_idx value 9 out of range \[0, 7\)"):
         score_pairs(model, users[:1], np.array([9]))
+
+
+def test_two_tower_in_batch_logits_score_every_user_against_every_batch_item():
+    model = all_models()[2]
+    users, items = torch.tensor([0, 3, 1]), torch.tensor([6, 2, 2])
+    grid = model(users, items, in_batch=True)
+    assert grid.shape == (3, 3)
+    expected = model(users.repeat_interleave(3), items.repeat(3)).view(3, 3)
+    torch.testing.assert_close(grid, expected)

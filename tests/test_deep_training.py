@@ -159,7 +159,11 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             validate=full_catalog_validator(val, train, NUM_ITEMS, k=3),
         )
         torch.save(
-            {"state": result.model.state_dict(), "history": result.history},
+            {
+                "state": result.model.state_dict(),
+                "history": result.history,
+                "best": (result.best_epoch, result.best_metric),
+            },
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
     finally:
@@ -178,3 +182,19 @@ def test_ddp_with_uneven_shards_finishes_with_identical_weights_on_every_rank(tm
     assert len(history) == 2
     assert history[0]["samples"] == len(planted_pairs()[0]) * 4  # summed over both ranks
     assert "ndcg@3" in history[0] and "ndcg@3" not in rank1["history"][0]
+    assert rank1["best"] == rank0["best"]
+    assert rank0["best"][1] == max(record["ndcg@3"] for record in history)
+
+
+def test_in_batch_softmax_trains_the_two_tower_on_positives_only():
+    train, val = planted_pairs()
+    validate = full_catalog_validator(val, train, NUM_ITEMS, k=3)
+    settings = TrainSettings(epochs=8, patience=8, k=3, loss="in_batch_softmax", **FAST)
+    result = train_model(fresh_model("two_tower"), planted_batches(train), settings, validate)
+    assert result.history[0]["samples"] == len(train)  # rows labelled 0 are not used
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert result.best_metric >= 0.9
+    with pytest.raises(ValueError, match="'in_batch_softmax' needs a model whose forward takes"):
+        train_model(fresh_model("neumf"), planted_batches(train), settings)
+    with pytest.raises(ValueError, match="TrainSettings.loss must be one of"):
+        TrainSettings(loss="bpr")

@@ -154,22 +154,30 @@ def compare_variants(
     repeats: int = 3,
 ) -> list[dict[str, Any]]:
     """One row per variant: ``variant``, ``device``, ``size_bytes``, ``samples_per_s`` (scoring
-    the given pairs), ``metric`` value, and the ratios ``size_ratio``, ``speedup`` and
-    ``relative_metric`` (variant / ``reference``, the fp32 teacher's row)."""
+    the given pairs; the variants take turns, one pass each per round, so load changes on a
+    shared machine hit them alike; median of ``repeats`` rounds), ``metric`` value, and the
+    ratios ``size_ratio``, ``speedup`` and ``relative_metric`` (variant / ``reference``, the
+    fp32 teacher's row)."""
     if reference not in variants:
         raise ValueError(f"reference variant {reference!r} missing; got {sorted(variants)}")
-    rows = []
-    for name, model in variants.items():
-        speed = inference_throughput(model, user_idx, item_idx, batch_size, repeats)
-        rows.append(
-            {
-                "variant": name,
-                "device": str(model_device(model)),
-                "size_bytes": model_size_bytes(model),
-                "samples_per_s": speed["samples_per_s"],
-                metric: validate(model)[metric],
-            }
-        )
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for model in variants.values():
+        score_pairs(model, user_idx[:batch_size], item_idx[:batch_size], batch_size=batch_size)
+    for _ in range(repeats):
+        for name, model in variants.items():
+            start = time.perf_counter()
+            score_pairs(model, user_idx, item_idx, batch_size=batch_size)
+            seconds[name].append(time.perf_counter() - start)
+    rows = [
+        {
+            "variant": name,
+            "device": str(model_device(model)),
+            "size_bytes": model_size_bytes(model),
+            "samples_per_s": len(user_idx) / statistics.median(seconds[name]),
+            metric: validate(model)[metric],
+        }
+        for name, model in variants.items()
+    ]
     base = next(row for row in rows if row["variant"] == reference)
     for row in rows:
         row["size_ratio"] = row["size_bytes"] / base["size_bytes"]

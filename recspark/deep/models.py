@@ -96,9 +96,6 @@ class NeuMF(nn.Module):
         self.predict = nn.Linear(embedding_dim + mlp_layers[-1], 1)
         _init_weights(self)
 
-    def _fuse(self, gmf: torch.Tensor, mlp_in: torch.Tensor) -> torch.Tensor:
-        return self.predict(torch.cat([gmf, self.mlp(mlp_in)], dim=-1)).squeeze(-1)
-
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         _check_index("user_idx", user_idx, self.num_users)
         _check_index("item_idx", item_idx, self.num_items)
@@ -108,23 +105,30 @@ class NeuMF(nn.Module):
             )
         gmf = self.gmf_user(user_idx) * self.gmf_item(item_idx)
         mlp_in = torch.cat([self.mlp_user(user_idx), self.mlp_item(item_idx)], dim=-1)
-        return self._fuse(gmf, mlp_in)
+        return self.predict(torch.cat([gmf, self.mlp(mlp_in)], dim=-1)).squeeze(-1)
 
     def score_all_items(self, user_idx: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, num_items]`` of each user in ``user_idx`` against every item."""
-        _check_index("user_idx", user_idx, self.num_users)
-        n_users, n_items = user_idx.numel(), self.num_items
-        items = torch.arange(n_items, device=user_idx.device)
-        gmf = self.gmf_user(user_idx)[:, None, :] * self.gmf_item(items)[None, :, :]
-        mlp_in = torch.cat(
-            [
-                self.mlp_user(user_idx)[:, None, :].expand(n_users, n_items, -1),
-                self.mlp_item(items)[None, :, :].expand(n_users, n_items, -1),
-            ],
-            dim=-1,
-        )
-        return self._fuse(gmf, mlp_in)
+        """Logits ``[B, num_items]`` of each user in ``user_idx`` against every item.
 
+        Same values as ``forward`` on every pair, computed without per-pair copies: the GMF
+        term and the prediction layer's GMF weights fold into one ``[B, d] @ [d, N]`` product,
+        and the first MLP layer is split into a user part and an item part that are added.
+        Models whose layers were replaced (e.g. quantised) take the per-pair route.
+        """
+        _check_index("user_idx", user_idx, self.num_users)
+        items = torch.arange(self.num_items, device=user_idx.device)
+        first = self.mlp[0]
+        if not (type(first) is nn.Linear and type(self.predict) is nn.Linear):
+            users = user_idx.repeat_interleave(self.num_items)
+            return self(users, items.repeat(user_idx.numel())).view(-1, self.num_items)
+        gmf_dim = self.gmf_user.embedding_dim
+        predict_w = self.predict.weight[0]
+        gmf = (self.gmf_user(user_idx) * predict_w[:gmf_dim]) @ self.gmf_item(items).T
+        half = self.mlp_user.embedding_dim
+        user_part = self.mlp_user(user_idx) @ first.weight[:, :half].T + first.bias
+        item_part = self.mlp_item(items) @ first.weight[:, half:].T
+        hidden = self.mlp[1:](user_part[:, None, :] + item_part[None, :, :])
+        return gmf + hidden @ predict_w[gmf_dim:] + self.predict.bias
 
 class TwoTower(nn.Module):
     """Two-tower retrieval model: score = dot product of a user vector and an item vector.
@@ -197,14 +201,19 @@ class TwoTower(nn.Module):
             item_in = torch.cat([item_in, features], dim=-1)
         return self.item_tower(item_in)
 
-    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, user_idx: torch.Tensor, item_idx: torch.Tensor, in_batch: bool = False
+    ) -> torch.Tensor:
+        """Logits ``[B]`` of the pairs; with ``in_batch``, ``[B, B]`` logits of every user of
+        the batch against every item of the batch (for the in-batch softmax loss)."""
         _check_index("user_idx", user_idx, self.num_users)
         _check_index("item_idx", item_idx, self.num_items)
         if user_idx.shape != item_idx.shape:
             raise ValueError(
                 f"user_idx and item_idx differ in length: {user_idx.numel()} vs {item_idx.numel()}"
             )
-        return (self.user_vectors(user_idx) * self.item_vectors(item_idx)).sum(-1)
+        users, items = self.user_vectors(user_idx), self.item_vectors(item_idx)
+        return users @ items.T if in_batch else (users * items).sum(-1)
 
     def score_all_items(self, user_idx: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, num_items]`` of each user in ``user_idx`` against every item."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import os
 import random
@@ -29,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from recspark.deep.models import rebuild_model
 
 BATCH_KEYS = ("user_idx", "item_idx", "label")
+LOSSES = ("bce", "in_batch_softmax")
 
 Batch = Mapping[str, "np.ndarray | torch.Tensor"]
 
@@ -46,7 +48,11 @@ class TrainSettings:
     default (one per core) on one process and gives each process ``cores // LOCAL_WORLD_SIZE``
     under torch.distributed. Small models gain little from more threads, and oversubscribed
     cores make OpenMP spin: on the shared 2-core machine a NeuMF step took 4 ms with 1 thread
-    and 140-200 ms with 2.
+    and 140-200 ms with 2. ``loss``: ``"bce"`` (binary cross-entropy on the labelled pairs, i.e.
+    with the sampled negatives) or ``"in_batch_softmax"`` (models whose ``forward`` takes
+    ``in_batch=True``, i.e. the two-tower: softmax of each positive pair against the other
+    positives' items in the batch, the same item elsewhere in the batch masked; rows labelled 0
+    are ignored).
     """
 
     epochs: int = 10
@@ -59,6 +65,7 @@ class TrainSettings:
     k: int = 10
     mixed_precision: bool = True
     cpu_threads: int | None = None
+    loss: str = "bce"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "k"):
@@ -66,6 +73,8 @@ class TrainSettings:
                 raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"TrainSettings.cpu_threads must be >= 1, got {self.cpu_threads}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"TrainSettings.loss must be one of {LOSSES}, got {self.loss!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainSettings.learning_rate must be > 0, got {self.learning_rate}")
         if self.weight_decay < 0:
@@ -144,6 +153,22 @@ def batch_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...
     return users, items, labels
 
 
+def _batch_loss(
+    module: nn.Module, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor, loss: str
+) -> tuple[torch.Tensor, int]:
+    """(mean loss of the batch, number of training examples in it) for ``TrainSettings.loss``."""
+    if loss == "bce":
+        logits = module(users, items).float()
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels), labels.numel()
+    positive = labels > 0.5
+    users, items = users[positive], items[positive]
+    logits = module(users, items, in_batch=True).float()
+    others = ~torch.eye(len(items), dtype=torch.bool, device=items.device)
+    logits = logits.masked_fill((items[:, None] == items[None, :]) & others, -torch.inf)
+    targets = torch.arange(len(items), device=items.device)
+    return nn.functional.cross_entropy(logits, targets), len(items)
+
+
 def _train_epoch(
     module: nn.Module,
     batches: Iterable[Batch],
@@ -151,9 +176,10 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     device: torch.device,
     amp_dtype: torch.dtype | None,
+    loss_name: str,
 ) -> dict[str, float]:
-    """One pass over ``batches``: summed loss, samples, loader and step seconds (this rank)."""
-    loss_fn = nn.BCEWithLogitsLoss()
+    """One pass over ``batches``: summed loss, samples, loader and step seconds (this rank).
+    A batch without training examples is skipped."""
     samples, loss_sum, loader_s, step_s = 0, 0.0, 0.0, 0.0
     iterator = iter(batches)
     while True:
@@ -165,28 +191,32 @@ def _train_epoch(
         users, items, labels = batch_tensors(batch, device)
         loaded = time.perf_counter()
         loader_s += loaded - start
-        if labels.numel() == 0:
+        if labels.numel() == 0 or (loss_name != "bce" and not bool((labels > 0.5).any())):
             continue
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = loss_fn(module(users, items).float(), labels)
+            loss, count = _batch_loss(module, users, items, labels, loss_name)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        loss_sum += float(loss.detach()) * labels.numel()
-        samples += labels.numel()
+        loss_sum += float(loss.detach()) * count
+        samples += count
         step_s += time.perf_counter() - loaded
     return {"samples": samples, "loss_sum": loss_sum, "loader_s": loader_s, "step_s": step_s}
 
 
 def save_checkpoint(model: nn.Module, path: Path, **extra: Any) -> None:
-    """Save ``{model_name, init_args, state_dict (on CPU), **extra}`` to ``path``."""
+    """Save ``{model_name, init_args, state_dict (on CPU), **extra}`` to ``path``; the model
+    name and init_args are those of ``models.py`` models (class name and {} for other modules)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(
-        {"model_name": model.name, "init_args": model.init_args, "state_dict": state, **extra},
-        path,
-    )
+    checkpoint = {
+        "model_name": getattr(model, "name", type(model).__name__),
+        "init_args": getattr(model, "init_args", {}),
+        "state_dict": state,
+        **extra,
+    }
+    torch.save(checkpoint, path)
 
 
 def train_model(
@@ -212,6 +242,13 @@ def train_model(
     ``settings.seed`` before the first epoch (build the model after ``set_seeds`` for
     reproducible initial weights).
     """
+    if settings.loss == "in_batch_softmax" and (
+        "in_batch" not in inspect.signature(model.forward).parameters
+    ):
+        raise ValueError(
+            f"loss 'in_batch_softmax' needs a model whose forward takes in_batch (two_tower); "
+            f"{type(model).__name__} does not"
+        )
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     metric_name = f"ndcg@{settings.k}"
@@ -240,7 +277,8 @@ def train_model(
         start = time.perf_counter()
         with Join([module]) if distributed else contextlib.nullcontext():
             stats = _train_epoch(
-                module, make_train_batches(epoch), optimizer, scaler, device, amp_dtype
+                module, make_train_batches(epoch), optimizer, scaler, device, amp_dtype,
+                settings.loss,
             )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -270,16 +308,16 @@ def train_model(
             if metric_name not in metrics:
                 raise ValueError(f"validate() must return {metric_name!r}; got {sorted(metrics)}")
             record.update(metrics)
-            improved = metrics[metric_name] > best_metric
+            improved = best_state is None or metrics[metric_name] > best_metric
             epochs_since_best = 0 if improved else epochs_since_best + 1
             stop = epochs_since_best >= settings.patience
+        metric = record.get(metric_name, math.nan)
         if distributed:
-            flags = torch.tensor([int(improved), int(stop)], device=device)
-            dist.broadcast(flags, src=0)
-            improved, stop = bool(flags[0]), bool(flags[1])
+            decision = torch.tensor([improved, stop, metric], dtype=torch.float64, device=device)
+            dist.broadcast(decision, src=0)
+            improved, stop, metric = bool(decision[0]), bool(decision[1]), float(decision[2])
         if improved:
-            best_epoch = epoch
-            best_metric = record.get(metric_name, math.nan)
+            best_epoch, best_metric = epoch, metric
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             if rank == 0 and checkpoint_path is not None:
                 path = checkpoint_path / f"epoch_{epoch:03d}.pt"

@@ -59,7 +59,7 @@ def train_settings(config: Config) -> TrainSettings:
     dc = config.deep
     return TrainSettings(
         epochs=dc.epochs, batch_size=dc.batch_size, learning_rate=dc.learning_rate, weight_decay=dc.weight_decay,
-        patience=dc.patience, seed=dc.seed, device=dc.device, k=config.evaluation.k,
+        patience=dc.patience, seed=dc.seed, device=dc.device, k=config.evaluation.k, cpu_threads=dc.cpu_threads,
     )
 
 
@@ -105,8 +105,9 @@ def run_train_deep(
     try:
         for name in dc.models:
             params = dict(dc.model_params.get(name, {}))
+            model_settings = dataclasses.replace(settings, loss=dc.losses.get(name, "bce"))
             job = TrainJob(
-                name, params, num_users, num_items, settings, converter, val_pairs, seen_pairs,
+                name, params, num_users, num_items, model_settings, converter, val_pairs, seen_pairs,
                 item_features=item_features if name == "two_tower" else None,
             )
             with ctx.measure(f"deep.train.{name}"):
@@ -116,7 +117,8 @@ def run_train_deep(
                     {f"{name}.{key.replace('@', '_at_')}": value for key, value in record.items() if key != "epoch"},
                     step=record["epoch"],
                 )
-            tracker.log_params({f"{name}.{key}": value for key, value in result.model.init_args.items()})
+            tracker.log_params({f"{name}.{key}": value for key, value in result.model.init_args.items()}
+                               | {f"{name}.loss_function": model_settings.loss})
             tracker.log_metrics({f"{name}.best_epoch": result.best_epoch,
                                  f"{name}.best_ndcg_at_{settings.k}": result.best_metric})
             path = checkpoint_path(config, name)
