@@ -186,6 +186,16 @@ def test_sql_queries_every_table_by_its_logical_name(movielens_run, capsys):
     printed = capsys.readouterr().out
     assert "als" in printed and "|source|n" in printed.replace(" ", "")
 
+def test_duckdb_engine_answers_like_spark_without_a_jvm(movielens_run, capsys):
+    root, _, tables, _ = movielens_run
+    query = "SELECT source, count(*) AS n FROM recommendations GROUP BY source ORDER BY source"
+    assert cli(root / "wh", "sql", query, extra=["--engine", "duckdb"]) == 0
+    printed = capsys.readouterr().out
+    expected = tables.read("recommendations").groupBy("source").count().collect()
+    assert expected and all(r["source"] in printed and str(r["count"]) in printed for r in expected)
+    assert cli(root / "wh", "sql", "SELECT * FROM no_such_table", extra=["--engine", "duckdb"]) == 2
+
+
 def test_sql_errors_exit_with_code_2_and_name_the_problem(movielens_run, caplog):
     root, _, _, _ = movielens_run
     assert cli(root / "wh", "sql", "SELECT * FROM no_such_table") == 2
