@@ -1,7 +1,7 @@
 """``recspark [--config FILE] [--set key=value ...] [--run-date YYYY-MM-DD] <stage>``
 
-Stages: generate, ingest, featurize, train-als, similarity, candidates, evaluate, publish, and
-``run`` (the nightly pipeline: every stage but generate, in that order); and
+Stages: generate, ingest, featurize, train-als, similarity, candidates, evaluate, publish, report
+and ``run`` (the nightly pipeline: every stage but generate and report, in that order); and
 ``recspark sql "SELECT ..."`` over every table (``--engine duckdb``: no JVM). ``--force`` lets
 publish go ahead despite a quality-gate breach. The ``jobs/*.py``
 spark-submit entrypoints call :func:`main` with their stage name.
@@ -26,6 +26,7 @@ from recspark.stages.featurize import run_featurize
 from recspark.stages.generate import run_generate
 from recspark.stages.ingest import RowAccountingError, run_ingest
 from recspark.stages.publish import QualityGateError, run_publish
+from recspark.stages.report import run_report
 from recspark.stages.similarity import run_similarity
 from recspark.stages.sql import require_query, run_sql
 from recspark.stages.train_als import run_train_als
@@ -55,6 +56,7 @@ STAGES = {
         ("candidates", "interactions_split", "item_similarity", "item_index", "items", "user_index", "metrics"),
         ("recommendations", "recommendations_latest"),
     ),
+    "report": (run_report, ("metrics", "stage_runs", "recommendations", "interactions_split", "item_index"), ()),
 }
 PIPELINE = ["ingest", "featurize", "train-als", "similarity", "candidates", "evaluate", "publish"]
 

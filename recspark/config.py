@@ -208,6 +208,13 @@ class PublishConfig:
 
 
 @dataclass
+class ReportConfig:
+    """``recspark report``: the self-contained HTML run report."""
+
+    output_dir: str = "reports"  # the page goes to <output_dir>/recspark-report-<run date>.html
+
+
+@dataclass
 class Config:
     warehouse: str = "warehouse"
     run_date: str | None = None  # YYYY-MM-DD; today (UTC) when unset
@@ -224,6 +231,7 @@ class Config:
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def table_location(self, name: str) -> str:
         """Location of a logical table: an explicit ``table_locations`` entry, else
