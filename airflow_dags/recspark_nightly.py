@@ -13,8 +13,9 @@ recspark, so the Airflow stack never meets the pyspark 3.5 one. What it needs fr
 * Variables ``recspark_home`` (the checkout holding ``jobs/``; default: the folder above this
   file) and ``recspark_python`` (the interpreter with recspark installed, given to Spark as
   PYSPARK_PYTHON; default ``<recspark_home>/.venv/bin/python``);
-* the DAG param ``config``: the recspark YAML for this environment (default
-  ``<recspark_home>/conf/local.yaml``; use absolute paths for the warehouse and MLflow in it,
+* the DAG param ``config``: the recspark YAML for this environment (default: the environment
+  variable ``RECSPARK_CONFIG`` where the DAG is parsed, else ``conf/local.yaml`` of the
+  checkout; use absolute paths for the warehouse and MLflow in it,
   since spark-submit does not run in the checkout). Trigger with ``-c '{"config": "..."}'``.
 
 Every task gets ``--run-date {{ ds }}``: with Airflow 3's cron trigger timetable that is the
@@ -26,6 +27,7 @@ reads. Retries twice, 10 minutes apart; per-task time limits below.
 """
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from airflow.sdk import DAG, Param
 
 DAG_ID = "recspark_nightly"
 DEFAULT_HOME = str(Path(__file__).resolve().parent.parent)
+DEFAULT_CONFIG = os.environ.get("RECSPARK_CONFIG", f"{DEFAULT_HOME}/conf/local.yaml")
 HOME = "{{ var.value.get('recspark_home', '" + DEFAULT_HOME + "') }}"
 PYTHON = "{{ var.value.get('recspark_python', var.value.get('recspark_home', '" + DEFAULT_HOME + "') ~ '/.venv/bin/python') }}"
 
@@ -61,7 +64,7 @@ with DAG(
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=12),
     default_args={"owner": "recspark", "retries": 2, "retry_delay": timedelta(minutes=10)},
-    params={"config": Param(f"{DEFAULT_HOME}/conf/local.yaml", type="string", description="recspark YAML config")},
+    params={"config": Param(DEFAULT_CONFIG, type="string", description="recspark YAML config")},
     tags=["recspark"],
     doc_md=__doc__,
 ) as dag:
