@@ -66,6 +66,8 @@ def airflow_env(tmp_path_factory):
         "AIRFLOW_VAR_RECSPARK_PYTHON": sys.executable,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "SPARK_LOCAL_IP": "127.0.0.1",
+        # quicker JVM start for short jobs (as tests/conftest.py does for the shared session)
+        "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
     }
     env.pop("PYTHONPATH", None)
     migrate = subprocess.run([AIRFLOW_BIN / "airflow", "db", "migrate"], env=env, capture_output=True, text=True)
