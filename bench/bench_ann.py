@@ -67,17 +67,19 @@ def timed(fn):
 def spark_lsh(items: np.ndarray, queries: np.ndarray, n: int, threshold: float, seed: int):
     """(indices, build+query seconds) of Spark BRP LSH; the session start is not timed."""
     from pyspark.ml.feature import BucketedRandomProjectionLSH
-    from pyspark.ml.linalg import Vectors
+    from pyspark.ml.linalg import Vectors, VectorUDT
     from pyspark.sql import Window
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     from recspark.config import SparkConfig
     from recspark.session import build_spark_session
 
     spark = build_spark_session(SparkConfig(master="local[2]", app_name="bench-ann", log_level="ERROR",
                                             conf={"spark.driver.memory": "4g", "spark.sql.shuffle.partitions": "8"}))
-    item_df = spark.createDataFrame([(i, Vectors.dense(v)) for i, v in enumerate(items.astype(float))], "id int, v vector")
-    query_df = spark.createDataFrame([(i, Vectors.dense(v)) for i, v in enumerate(queries.astype(float))], "id int, v vector")
+    schema = T.StructType([T.StructField("id", T.IntegerType()), T.StructField("v", VectorUDT())])
+    item_df = spark.createDataFrame([(i, Vectors.dense(v)) for i, v in enumerate(items.astype(float))], schema)
+    query_df = spark.createDataFrame([(i, Vectors.dense(v)) for i, v in enumerate(queries.astype(float))], schema)
     item_df.cache().count()
     query_df.cache().count()
     start = time.perf_counter()

@@ -85,25 +85,25 @@ def cold_start_results(
     popularity = PopularityRecommender(k=k)
     if cold_item_ratio > 0:
         cold_items = pick_share(embeddings, "item_idx", cold_item_ratio, seed)
-        warm_history, truth = cold_item_cohort(history, test, cold_items)
+        warm_history, truth = (frame.localCheckpoint() for frame in cold_item_cohort(history, test, cold_items))
         users = truth.select("user_idx").distinct()
         if users.limit(1).count():
             lists = {
-                "content": content.fit(warm_history, embeddings).recommend(users, seen=warm_history),
-                "popularity": popularity.fit(warm_history).recommend(users, seen=warm_history),
+                "content": content.fit(warm_history, embeddings).recommend(users, seen=warm_history).localCheckpoint(),
+                "popularity": popularity.fit(warm_history).recommend(users, seen=warm_history).localCheckpoint(),
             }
             for model, recs in lists.items():
                 results[f"cold_items/{model}"] = evaluate_recommendations(
                     recs, truth, warm_history, k, n_items, item_vectors
                 )
     if cold_user_ratio > 0:
-        cold_users = pick_share(history, "user_idx", cold_user_ratio, seed)
-        reduced = near_empty_history(history, cold_users, cold_user_history)
-        truth = test.join(cold_users, "user_idx").select("user_idx", "item_idx")
+        cold_users = pick_share(history, "user_idx", cold_user_ratio, seed).localCheckpoint()
+        reduced = near_empty_history(history, cold_users, cold_user_history).localCheckpoint()
+        truth = test.join(cold_users, "user_idx").select("user_idx", "item_idx").localCheckpoint()
         if truth.limit(1).count():
             lists = {
-                "content": content.fit(reduced, embeddings).recommend(cold_users, seen=reduced),
-                "popularity": popularity.fit(reduced).recommend(cold_users, seen=reduced),
+                "content": content.fit(reduced, embeddings).recommend(cold_users, seen=reduced).localCheckpoint(),
+                "popularity": popularity.fit(reduced).recommend(cold_users, seen=reduced).localCheckpoint(),
             }
             for model, recs in lists.items():
                 results[f"cold_users/{model}"] = evaluate_recommendations(recs, truth, reduced, k, n_items, item_vectors)

@@ -39,7 +39,7 @@ def exact_top_n(queries: np.ndarray, items: np.ndarray, n: int, block: int = QUE
 
 
 class KMeansIndex:
-    """Inverted-file index over spherical k-means clusters of the item vectors.
+    """Inverted-file index over spherical k-means clusters (k-means++ seeding) of the item vectors.
 
     Params: ``n_clusters``; ``n_iter`` Lloyd iterations; ``sample`` items used to fit the
     centroids (all when fewer); ``seed``. After :meth:`fit`: ``centroids`` (n_clusters x d,
@@ -60,7 +60,7 @@ class KMeansIndex:
             raise ValueError(f"{items.shape[0]} items cannot form {self.n_clusters} clusters")
         rng = np.random.default_rng(self.seed)
         training = items[rng.choice(items.shape[0], min(self.sample, items.shape[0]), replace=False)]
-        centroids = training[rng.choice(training.shape[0], self.n_clusters, replace=False)].copy()
+        centroids = self._plus_plus_seeds(training, rng)
         for _ in range(self.n_iter):
             labels = self._nearest_centroid(training, centroids)
             sums = np.zeros_like(centroids)
@@ -104,6 +104,19 @@ class KMeansIndex:
             pool_scores[rows[:, None], columns] = np.take_along_axis(scores, best, axis=1)
         best = np.argsort(-pool_scores, axis=1, kind="stable")[:, :n]
         return np.take_along_axis(pool_ids, best, axis=1), np.take_along_axis(pool_scores, best, axis=1)
+
+    def _plus_plus_seeds(self, training: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """k-means++ seeding: each next centre drawn with probability proportional to the
+        squared distance (2 - 2 cos for unit vectors) to the nearest centre chosen so far."""
+        chosen = [int(rng.integers(training.shape[0]))]
+        best_similarity = training @ training[chosen[0]]
+        for _ in range(1, self.n_clusters):
+            distance = np.maximum(2.0 - 2.0 * best_similarity, 0.0).astype(np.float64)
+            total = distance.sum()
+            pick = int(rng.choice(training.shape[0], p=distance / total)) if total > 0 else int(rng.integers(training.shape[0]))
+            chosen.append(pick)
+            best_similarity = np.maximum(best_similarity, training @ training[pick])
+        return _unit_rows(training[chosen].copy())
 
     @staticmethod
     def _nearest_centroid(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
