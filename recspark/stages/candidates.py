@@ -72,6 +72,9 @@ def popularity_candidates(history: DataFrame, n: int, window_days: float | None)
 
 
 def content_candidates(tables: DeltaTables, history: DataFrame, n: int, config: Config) -> DataFrame:
+    if not tables.exists("item_embeddings"):
+        raise ValueError("candidates.sources includes 'content' but table item_embeddings does not exist; "
+                         "run the embed-items stage first")
     model = ContentRecommender(
         n, config.content.popularity_shrinkage, config.content.profile_half_life_days
     ).fit(history, tables.read("item_embeddings"))

@@ -3,8 +3,9 @@
 Each indexed item's text (``embedding.text_fields`` of ``items``) is encoded by the sentence
 model ``embedding.model`` (see :mod:`recspark.content.embeddings`); items whose text hash and
 model match the existing table are kept as they are, so a nightly run encodes only new or
-changed items. ``item_embeddings`` columns: item_idx (the stable id of ``item_index``), item_id,
-embedding (array<float>, L2-normalised), model, text_hash; replaced whole in one commit.
+changed items (commit metadata ``embedding.encoded`` counts them). ``item_embeddings`` columns:
+item_idx (the stable id of ``item_index``), item_id, embedding (array<float>, L2-normalised),
+model, text_hash; replaced whole in one commit.
 """
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def run_embed_items(
     n_encoded = encoded.count()
     embeddings = encoded if kept is None else kept.unionByName(encoded)
     tables.write(
-        embeddings, "item_embeddings", metadata=ctx.commit_metadata("embed-items") | {"embedding.model": ec.model},
-        overwrite_schema=True,
+        embeddings, "item_embeddings", overwrite_schema=True,
+        metadata=ctx.commit_metadata("embed-items") | {"embedding.model": ec.model, "embedding.encoded": str(n_encoded)},
     )
     first = embeddings.select(F.size("embedding").alias("d")).first()
     counts = EmbeddingCounts(
