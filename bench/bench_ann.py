@@ -14,6 +14,10 @@ against the exact lists and the query speed-up over exact (exact time / method t
   Euclidean distance threshold ``--lsh-threshold`` (unit vectors: d^2 = 2 - 2 cos), top-N per
   query taken from the joined pairs.
 
+With ``--embeddings-table PATH`` (an ``item_embeddings`` Delta table, e.g. after ``recspark run``)
+the real item vectors are searched too, with queries that are the normalised sum of two random
+items' vectors (a two-item profile).
+
 Usage: ``python bench/bench_ann.py --sizes 10000:384 100000:384 1000000:64 --queries 1000``
 (size:dimension pairs). The markdown table is printed and, with ``--output``, written there.
 """
@@ -31,7 +35,7 @@ from recspark.recommenders.ann import KMeansIndex, exact_top_n, faiss_index, rec
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["10000:384", "100000:384", "1000000:64"],
+    parser.add_argument("--sizes", nargs="*", default=["10000:384", "100000:384", "1000000:64"],
                         help="n_items:dimension pairs")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--n", type=int, default=10, help="neighbours per query")
@@ -42,6 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--spark-lsh-max-items", type=int, default=10_000)
     parser.add_argument("--lsh-threshold", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--embeddings-table", help="item_embeddings Delta table to search as well")
     parser.add_argument("--output")
     return parser.parse_args(argv)
 
@@ -98,13 +103,23 @@ def spark_lsh(items: np.ndarray, queries: np.ndarray, n: int, threshold: float, 
     return indices, seconds
 
 
-def bench_size(n_items: int, dimension: int, args, rng) -> list[tuple]:
+def synthetic(n_items: int, dimension: int, args, rng) -> tuple[np.ndarray, np.ndarray]:
     centres = rng.standard_normal((args.clusters, dimension), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    items = mixture(n_items, dimension, centres, args.spread, rng)
-    queries = mixture(args.queries, dimension, centres, args.spread, rng)
+    return mixture(n_items, dimension, centres, args.spread, rng), mixture(args.queries, dimension, centres, args.spread, rng)
+
+
+def real_embeddings(path: str, n_queries: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    import polars as pl
+
+    items = np.stack(pl.read_delta(path).sort("item_idx")["embedding"].to_numpy()).astype(np.float32)
+    pairs = items[rng.integers(0, items.shape[0], (n_queries, 2))].sum(axis=1)
+    return items, pairs / np.linalg.norm(pairs, axis=1, keepdims=True)
+
+
+def bench_size(items: np.ndarray, queries: np.ndarray, label: str, args) -> list[tuple]:
+    n_items = items.shape[0]
     (exact, _), exact_s = timed(lambda: exact_top_n(queries, items, args.n))
-    label = f"{n_items:,} x {dimension}"
     rows = [(label, "exact (blocked matmul + top-K)", "-", 0.0, exact_s, 1.0, 1.0)]
     lists = max(1, int(round(np.sqrt(n_items))))
     print(f"{label}: exact {exact_s:.2f}s", flush=True)
@@ -161,9 +176,13 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     rng = np.random.default_rng(args.seed)
     rows = []
+    if args.embeddings_table:
+        items, queries = real_embeddings(args.embeddings_table, args.queries, rng)
+        rows += bench_size(items, queries, f"real {items.shape[0]:,} x {items.shape[1]}", args)
     for size in args.sizes:
         n_items, dimension = (int(part) for part in size.split(":"))
-        rows += bench_size(n_items, dimension, args, rng)
+        items, queries = synthetic(n_items, dimension, args, rng)
+        rows += bench_size(items, queries, f"{n_items:,} x {dimension}", args)
     section = markdown(rows, args, argv)
     print(section)
     if args.output:
