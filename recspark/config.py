@@ -237,6 +237,13 @@ class ContentConfig:
 
 
 @dataclass
+class ReportConfig:
+    """``recspark report``: the self-contained HTML run report."""
+
+    output_dir: str = "reports"  # the page goes to <output_dir>/recspark-report-<run date>.html
+
+
+@dataclass
 class Config:
     warehouse: str = "warehouse"
     run_date: str | None = None  # YYYY-MM-DD; today (UTC) when unset
@@ -255,6 +262,7 @@ class Config:
     publish: PublishConfig = field(default_factory=PublishConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def table_location(self, name: str) -> str:
         """Location of a logical table: an explicit ``table_locations`` entry, else

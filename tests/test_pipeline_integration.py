@@ -198,6 +198,27 @@ def test_sql_queries_every_table_by_its_logical_name(movielens_run, capsys):
     printed = capsys.readouterr().out
     assert "als" in printed and "|source|n" in printed.replace(" ", "")
 
+def test_duckdb_engine_answers_like_spark_without_a_jvm(movielens_run, capsys):
+    root, _, tables, _ = movielens_run
+    query = "SELECT source, count(*) AS n FROM recommendations GROUP BY source ORDER BY source"
+    assert cli(root / "wh", "sql", query, extra=["--engine", "duckdb"]) == 0
+    printed = capsys.readouterr().out
+    expected = tables.read("recommendations").groupBy("source").count().collect()
+    assert expected and all(r["source"] in printed and str(r["count"]) in printed for r in expected)
+    assert cli(root / "wh", "sql", "SELECT * FROM no_such_table", extra=["--engine", "duckdb"]) == 2
+
+
+def test_report_renders_the_run_as_one_html_page(movielens_run):
+    root, _, _, _ = movielens_run
+    out = root / "reports"
+    assert cli(root / "wh", "report", extra=["--set", "mlflow.enabled=false", "--set", f"report.output_dir={out}"]) == 0
+    page = (out / f"recspark-report-{RUN_DATE}.html").read_text()
+    for heading in (f"Models on {RUN_DATE}", "Stage timings", "Published recommendations"):
+        assert f"<h2>{heading}</h2>" in page
+    assert page.count("data:image/png;base64,") >= 4
+    assert "<td>als</td>" in page and "<td>publish</td>" in page
+
+
 def test_sql_errors_exit_with_code_2_and_name_the_problem(movielens_run, caplog):
     root, _, _, _ = movielens_run
     assert cli(root / "wh", "sql", "SELECT * FROM no_such_table") == 2
