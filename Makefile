@@ -1,13 +1,15 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    # create .venv, install the pinned stack, run the whole pipeline on the bundled data
-#   make test   # create .venv, install the pinned stack, run the test suite
+#   make test   # create .venv (+ .venv-airflow for the DAG tests), install the pinned stacks, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: setup run test clean
+.PHONY: setup airflow-setup run test clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +22,18 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
+# Airflow gets its own venv: in the project's it breaks pyarrow/numpy and replaces pyspark.
+$(AIRFLOW_STAMP): airflow_dags/requirements-airflow.lock
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps -r airflow_dags/requirements-airflow.lock
+	touch $(AIRFLOW_STAMP)
+
+airflow-setup: $(AIRFLOW_STAMP)
+
 run: setup
 	$(VENV)/bin/recspark run
 
-test: setup
+test: setup airflow-setup
 	$(PY) -m pytest
 
 clean:

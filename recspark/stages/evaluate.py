@@ -8,6 +8,10 @@ When the ALS model is explicit (``item_factors`` commit metadata) its RMSE/MAE o
 pairs is added. Efficiency rows (``model = "stage:<step>"``, metrics ``wall_time_s`` and
 ``peak_rss_mib``) come from the latest ``stage_runs`` row of each stage step of this run date.
 
+Cold-start cohorts (when ``item_embeddings`` exists and ``content.cold_*_ratio`` > 0; see
+:mod:`recspark.content.cold_start`) add rows whose ``model`` is ``cold_items/<model>`` or
+``cold_users/<model>``, so they print in the same comparison table.
+
 ``metrics`` table: the columns of :data:`recspark.evaluation.METRICS` plus ``run_date``,
 partitioned by run_date; re-running a date replaces that date's rows.
 """
@@ -20,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recspark.config import Config
+from recspark.content.cold_start import cold_start_results
 from recspark.delta import DeltaTables
 from recspark.evaluation import comparison_table, metrics_frame, metrics_rows, rating_metrics
 from recspark.evaluation.report import METRICS, metric_bar_chart
@@ -59,6 +64,20 @@ def _explicit_als(tables: DeltaTables) -> bool:
     return tables.history("item_factors")[0].metadata.get("recspark.als.implicit_prefs") in ("False", False)
 
 
+def _cold_start_rows(config: Config, split: DataFrame, embeddings: DataFrame, n_items: int, genres: DataFrame,
+                     protocol: str, dataset: str, ctx: StageContext) -> list[tuple]:
+    cc, k = config.content, config.evaluation.k
+    columns = ["user_idx", "item_idx", "event_ts"]
+    results = cold_start_results(
+        split.where(F.col("split") != "test").select(*columns), split.where(F.col("split") == "test").select(*columns),
+        embeddings, k, n_items, cold_item_ratio=cc.cold_item_ratio, cold_user_ratio=cc.cold_user_ratio,
+        cold_user_history=cc.cold_user_history, seed=cc.cold_seed, popularity_shrinkage=cc.popularity_shrinkage,
+        half_life_days=cc.profile_half_life_days, item_vectors=genres,
+    )
+    return [row for label, values in sorted(results.items())
+            for row in metrics_rows(values, label, k, protocol, dataset, ctx.run_id)]
+
+
 def run_evaluate(
     spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
 ) -> EvaluationSummary:
@@ -89,6 +108,9 @@ def run_evaluate(
             "prediction", F.aggregate(F.zip_with("_u", "_i", lambda a, b: a * b), F.lit(0.0), lambda s, x: s + x)
         )
         rows += metrics_rows(rating_metrics(predicted, "rating", "prediction"), "als", k, protocol, dataset, ctx.run_id)
+    if tables.exists("item_embeddings"):
+        with ctx.measure("evaluate.cold_start"):
+            rows += _cold_start_rows(config, split, tables.read("item_embeddings"), n_items, genres, protocol, dataset, ctx)
     table = comparison_table(rows)
     efficiency = stage_efficiency(tables.read("stage_runs"), ctx.run_date) if tables.exists("stage_runs") else {}
     for step, values in sorted(efficiency.items()):

@@ -1,7 +1,8 @@
 """Publish stage: candidates -> the nightly ``recommendations`` table, behind a quality gate.
 
 Per user, ``publish.k`` items from ``publish.sources`` in priority order (ALS, filled up from
-item-item, then popularity, so every known user with history gets a full list), each with a
+item-item, content, then popularity; content covers every user of ``user_index`` and
+popularity fills any gap, so every known user gets a full list), each with a
 "because you liked <title>" explanation where the item-item source or the co-occurrence
 neighbours of the user's history give one.
 

@@ -19,9 +19,15 @@ def register_views(tables: DeltaTables, names: Iterable[str]) -> list[str]:
     return registered
 
 
-def run_sql(tables: DeltaTables, names: Iterable[str], query: str) -> DataFrame:
-    """The result of ``query`` with every existing table of ``names`` visible as a view."""
+def require_query(query: str | None) -> str:
+    """``query`` itself, or a ValueError saying how to call ``recspark sql``."""
     if not query or not query.strip():
         raise ValueError('recspark sql needs a query, e.g. recspark sql "SELECT * FROM metrics"')
+    return query
+
+
+def run_sql(tables: DeltaTables, names: Iterable[str], query: str) -> DataFrame:
+    """The result of ``query`` with every existing table of ``names`` visible as a view."""
+    require_query(query)
     register_views(tables, names)
     return tables.spark.sql(query)

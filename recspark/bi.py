@@ -1,0 +1,96 @@
+"""Query the warehouse without Spark: for BI tools, notebooks and dashboards.
+
+Two readers, both offline and JVM-free:
+
+* polars: ``polars.read_delta(location)`` reads a Delta table directly (delta-rs underneath);
+  :func:`read_polars` adds time travel by version.
+* DuckDB: its ``delta`` extension downloads itself on first use, which fails on an offline
+  machine, and ``deltalake``'s Arrow dataset does not work with the pinned pyarrow 14. So
+  :func:`duckdb_view_sql` builds a view over the table's *active* Parquet files listed in the
+  Delta log (never the folder: it also holds replaced and uncommitted files), adding each file's
+  partition values back as typed columns. :func:`duckdb_connection` registers one such view per
+  table. A view is a snapshot of the version it was built from: build it again to see later
+  publishes.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import groupby
+
+from recspark.delta import DeltaTableError, active_files
+
+# Delta primitive type name -> DuckDB type, for partition columns (the only values taken from
+# the log rather than from Parquet).
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "date": "DATE",
+    "timestamp": "TIMESTAMPTZ",
+    "timestamp_ntz": "TIMESTAMP",
+    "integer": "INTEGER",
+    "long": "BIGINT",
+    "short": "SMALLINT",
+    "byte": "TINYINT",
+    "boolean": "BOOLEAN",
+    "double": "DOUBLE",
+    "float": "FLOAT",
+}
+
+
+def read_polars(location: str, version: int | None = None):
+    """The Delta table at ``location`` (at ``version``, default latest) as a polars DataFrame."""
+    import polars as pl
+
+    return pl.read_delta(location, version=version)
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def duckdb_view_sql(location: str, version: int | None = None) -> str:
+    """A DuckDB ``SELECT`` returning the Delta table at ``location`` (latest or ``version``),
+    columns in table order. A table with no data files (an empty quarantine, say) gives an empty
+    typed result. Raises :class:`~recspark.delta.DeltaTableError` where a column DuckDB must type
+    from the log (a partition column, or any column of an empty table) is not a primitive type."""
+    snapshot = active_files(location, version)
+    types = dict(snapshot.columns)
+    typed_from_log = snapshot.partition_columns if snapshot.files else list(types)
+    for column in typed_from_log:
+        if types[column] not in _DUCKDB_TYPES:
+            raise DeltaTableError(
+                f"column {column!r} of {location} (version {snapshot.version}) has type "
+                f"{types[column]!r}, which DuckDB cannot take from the Delta log"
+            )
+    if not snapshot.files:
+        return "SELECT " + ", ".join(f'NULL::{_DUCKDB_TYPES[t]} AS "{c}"' for c, t in snapshot.columns) + " WHERE false"
+    column_list = ", ".join(f'"{name}"' for name, _ in snapshot.columns)
+
+    def partition_key(entry):
+        return tuple(entry[1][c] for c in snapshot.partition_columns)
+
+    selects = []
+    for key, group in groupby(sorted(snapshot.files, key=lambda e: (str(partition_key(e)), e[0])), key=partition_key):
+        file_list = "[" + ", ".join(_sql_string(uri) for uri, _ in group) + "]"
+        partition_values = ", ".join(
+            ("NULL" if value is None else _sql_string(value)) + f'::{_DUCKDB_TYPES[types[column]]} AS "{column}"'
+            for column, value in zip(snapshot.partition_columns, key)
+        )
+        source = f"read_parquet({file_list}, hive_partitioning = false)"
+        inner = f"SELECT *, {partition_values} FROM {source}" if partition_values else f"SELECT * FROM {source}"
+        selects.append(f"SELECT {column_list} FROM ({inner})")
+    return "\nUNION ALL\n".join(selects)
+
+
+def duckdb_connection(locations: Mapping[str, str], connection=None):
+    """A DuckDB connection (new in-memory one unless given) with one view per table of
+    ``locations`` (view name -> Delta location). Tables that do not exist yet are skipped;
+    returns the connection."""
+    import duckdb
+
+    from deltalake import DeltaTable
+
+    connection = connection if connection is not None else duckdb.connect()
+    for name, location in sorted(locations.items()):
+        if DeltaTable.is_deltatable(location):
+            connection.execute(f'CREATE OR REPLACE VIEW "{name}" AS {duckdb_view_sql(location)}')
+    return connection

@@ -1,0 +1,148 @@
+"""Content-based recommendations with a popularity prior, for warm and cold users and items.
+
+A user's profile is the recency-weighted mean of the embeddings of their history items
+(weight ``0.5 ** (age_days / half_life_days)``, age measured from the user's latest event),
+L2-normalised. An item's score for a user is
+
+    w_u * cos(profile_u, embedding_i) + (1 - w_u) * popularity_i,   w_u = n_u / (n_u + s)
+
+with ``n_u`` the user's history items, ``s`` the ``popularity_shrinkage`` and ``popularity_i``
+the item's distinct-user count divided by the largest one (0 for items without interactions).
+So a new user (n_u = 0) gets popular items, a near-empty one mostly popular items nudged by
+content, and a heavy user content neighbours; a new item (no interactions, popularity 0) is
+reached through its embedding alone. The blend is exact over the whole catalogue: user vectors
+``[w_u * profile_u, 1 - w_u]`` and item vectors ``[embedding_i, popularity_i]`` go through the
+blocked top-K scorer (:func:`recspark.recommenders.topk.top_k_by_dot_product`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from recspark.recommenders.topk import top_k_by_dot_product
+
+SECONDS_PER_DAY = 86_400.0
+_PROFILE_SCHEMA = "user_idx int, profile array<float>, n_items int"
+
+
+def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: float | None) -> DataFrame:
+    """(user_idx, ``profile`` array<float> unit length, ``n_items`` int) per user of ``history``.
+
+    Inputs: ``history`` (user_idx, item_idx, event_ts timestamp; one row per interaction),
+    ``embeddings`` (item_idx, embedding). ``n_items`` counts the user's distinct history items;
+    the profile averages those with an embedding (a user with none gets no row).
+    ``half_life_days`` None: a plain mean.
+    """
+    _require(history, ["user_idx", "item_idx", "event_ts"], "history")
+    _require(embeddings, ["item_idx", "embedding"], "embeddings")
+    if half_life_days is not None and not half_life_days > 0:
+        raise ValueError(f"profile half life must be positive or None, got {half_life_days!r}")
+    pairs = history.groupBy("user_idx", "item_idx").agg(F.max("event_ts").alias("event_ts"))
+    latest = Window.partitionBy("user_idx")
+    age_days = (
+        F.max(F.col("event_ts").cast("double")).over(latest) - F.col("event_ts").cast("double")
+    ) / SECONDS_PER_DAY
+    weight = F.lit(1.0) if half_life_days is None else F.pow(F.lit(0.5), age_days / F.lit(half_life_days))
+    weighted = (
+        pairs.withColumn("weight", weight)
+        .withColumn("n_items", F.count(F.lit(1)).over(latest))
+        .join(embeddings.select("item_idx", "embedding"), "item_idx")
+        .select(F.col("user_idx").cast("int"), "embedding", F.col("weight").cast("double"), F.col("n_items").cast("int"))
+    )
+
+    def mean_profile(frame: pd.DataFrame) -> pd.DataFrame:
+        vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float64)
+        profile = np.average(vectors, axis=0, weights=frame["weight"].to_numpy())
+        norm = np.linalg.norm(profile)
+        profile = profile / norm if norm > 0 else profile
+        return pd.DataFrame({
+            "user_idx": [int(frame["user_idx"].iat[0])],
+            "profile": [profile.astype(np.float32)],
+            "n_items": [int(frame["n_items"].iat[0])],
+        })
+
+    return weighted.groupBy("user_idx").applyInPandas(mean_profile, _PROFILE_SCHEMA)
+
+
+class ContentRecommender:
+    """Estimator (pyspark.ml style) for :class:`ContentModel`; see the module docstring.
+
+    Params: ``k`` recommendations per user; ``popularity_shrinkage`` s >= 0;
+    ``half_life_days`` of the profile recency weight (None: plain mean).
+    """
+
+    def __init__(self, k: int = 10, popularity_shrinkage: float = 10.0, half_life_days: float | None = 365.0):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if popularity_shrinkage < 0:
+            raise ValueError(f"popularity_shrinkage must be >= 0, got {popularity_shrinkage!r}")
+        self.k = k
+        self.popularity_shrinkage = popularity_shrinkage
+        self.half_life_days = half_life_days
+
+    def fit(self, history: DataFrame, embeddings: DataFrame) -> ContentModel:
+        """``history`` (user_idx, item_idx, event_ts), ``embeddings`` (item_idx, embedding
+        array<float>, unit length): profiles and normalised item popularity."""
+        profiles = user_profiles(history, embeddings, self.half_life_days)
+        popularity = history.groupBy("item_idx").agg(F.countDistinct("user_idx").alias("users"))
+        top = popularity.agg(F.max("users")).first()[0] or 1
+        items = embeddings.select(F.col("item_idx").cast("int"), "embedding").join(
+            popularity.select("item_idx", (F.col("users") / F.lit(float(top))).alias("popularity")),
+            "item_idx", "left",
+        )
+        return ContentModel(profiles, items, self.k, self.popularity_shrinkage)
+
+
+class ContentModel:
+    """Fitted content recommender.
+
+    Attributes: ``profiles`` (user_idx, profile, n_items), ``items`` (item_idx, embedding,
+    ``popularity`` in [0, 1] or null for items without interactions), ``k``,
+    ``popularity_shrinkage``.
+    """
+
+    def __init__(self, profiles: DataFrame, items: DataFrame, k: int, popularity_shrinkage: float):
+        self.profiles = profiles
+        self.items = items
+        self.k = k
+        self.popularity_shrinkage = popularity_shrinkage
+
+    def recommend(self, users: DataFrame, seen: DataFrame | None = None, items: DataFrame | None = None) -> DataFrame:
+        """Top ``k`` items per distinct user of ``users`` (user_idx): (user_idx, item_idx,
+        ``score`` float, ``rank`` 1..k). ``seen`` (user_idx, item_idx) pairs are excluded;
+        ``items`` (item_idx), optional, restricts the candidates (e.g. to new items).
+        Users without a profile get the most popular items."""
+        _require(users, ["user_idx"], "users")
+        dimension = len(self.items.select("embedding").first()["embedding"])
+        n = F.coalesce(F.col("n_items"), F.lit(0)).cast("double")
+        weight = F.when(n == 0, F.lit(0.0)).otherwise(n / (n + F.lit(float(self.popularity_shrinkage))))
+        zeros = F.array_repeat(F.lit(0.0).cast("float"), dimension)
+        user_vectors = (
+            users.select(F.col("user_idx").cast("int")).distinct()
+            .join(self.profiles, "user_idx", "left")
+            .withColumn("_w", weight)
+            .select(
+                "user_idx",
+                F.concat(
+                    F.transform(F.coalesce("profile", zeros), lambda x: (x * F.col("_w")).cast("float")),
+                    F.array((F.lit(1.0) - F.col("_w")).cast("float")),
+                ).alias("features"),
+            )
+        )
+        candidates = self.items
+        if items is not None:
+            _require(items, ["item_idx"], "items")
+            candidates = candidates.join(items.select(F.col("item_idx").cast("int")).distinct(), "item_idx")
+        item_vectors = candidates.select(
+            "item_idx",
+            F.concat("embedding", F.array(F.coalesce("popularity", F.lit(0.0)).cast("float"))).alias("features"),
+        )
+        return top_k_by_dot_product(user_vectors, item_vectors, self.k, seen=seen)
+
+
+def _require(df: DataFrame, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks column(s) {missing}; it has {df.columns}")

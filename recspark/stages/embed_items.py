@@ -1,0 +1,57 @@
+"""Embed-items stage: items + item_index -> ``item_embeddings``.
+
+Each indexed item's text (``embedding.text_fields`` of ``items``) is encoded by the sentence
+model ``embedding.model`` (see :mod:`recspark.content.embeddings`); items whose text hash and
+model match the existing table are kept as they are, so a nightly run encodes only new or
+changed items (commit metadata ``embedding.encoded`` counts them). ``item_embeddings`` columns:
+item_idx (the stable id of ``item_index``), item_id, embedding (array<float>, L2-normalised),
+model, text_hash; replaced whole in one commit.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recspark.config import Config
+from recspark.content.embeddings import embed_texts, item_texts, items_to_embed
+from recspark.delta import DeltaTables
+from recspark.stages.common import StageContext
+from recspark.tracking import StageRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbeddingCounts:
+    items: int
+    encoded: int
+    reused: int
+    dimension: int
+
+
+def run_embed_items(
+    spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
+) -> EmbeddingCounts:
+    ec = config.embedding
+    tracker.log_params({f"embedding.{key}": value for key, value in vars(ec).items()})
+    texts = item_texts(tables.read("items"), tables.read("item_index"), ec.text_fields)
+    existing = tables.read("item_embeddings").localCheckpoint() if tables.exists("item_embeddings") else None
+    todo, kept = items_to_embed(texts, existing, ec.model)
+    with ctx.measure("embed_items.encode"):
+        encoded = embed_texts(todo, ec.model, ec.batch_size, ec.device, ec.torch_threads).localCheckpoint()
+    n_encoded = encoded.count()
+    embeddings = encoded if kept is None else kept.unionByName(encoded)
+    tables.write(
+        embeddings, "item_embeddings", overwrite_schema=True,
+        metadata=ctx.commit_metadata("embed-items") | {"embedding.model": ec.model, "embedding.encoded": str(n_encoded)},
+    )
+    first = embeddings.select(F.size("embedding").alias("d")).first()
+    counts = EmbeddingCounts(
+        items=texts.count(), encoded=n_encoded, reused=0 if kept is None else kept.count(),
+        dimension=first["d"] if first else 0,
+    )
+    log.info("embed-items %s: %s", ctx.run_date, counts)
+    return counts

@@ -1,0 +1,167 @@
+"""The nightly Airflow DAG, run by Airflow itself from its own virtual environment (.venv-airflow,
+``make airflow-setup``): it imports cleanly, its task graph is the pipeline's, and
+``airflow dags test`` runs it end to end on tiny data, each task a real spark-submit of jobs/*.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from recspark.cli import PIPELINE
+from recspark.config import load_config
+from recspark.delta import DeltaTables
+
+REPO = Path(__file__).resolve().parent.parent
+AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
+DAG_ID = "recspark_nightly"
+LOGICAL_DATE = "2026-11-20"
+
+DESCRIBE_DAG = """
+import json
+from airflow.models.dagbag import DagBag
+bag = DagBag(dag_folder={folder!r})
+dag = bag.dags.get({dag_id!r})
+print(json.dumps({{
+    "import_errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+    "catchup": dag.catchup if dag else None,
+    "max_active_runs": dag.max_active_runs if dag else None,
+    "tasks": {{
+        t.task_id: {{
+            "upstream": sorted(t.upstream_task_ids),
+            "application": t.application,
+            "application_args": t.application_args,
+            "retries": t.retries,
+            "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+        }}
+        for t in (dag.tasks if dag else [])
+    }},
+}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory):
+    """Environment for Airflow commands: its own home and SQLite metadata DB, the DAG folder of
+    this checkout, ``spark_default`` = local[2], and the project's venv first on PATH so the
+    operator's ``spark-submit`` is the project's pyspark."""
+    if not (AIRFLOW_BIN / "airflow").exists():
+        pytest.fail("Airflow's virtual environment is missing: run `make airflow-setup` (make test does)")
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow_dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "AIRFLOW_VAR_RECSPARK_HOME": str(REPO),
+        "AIRFLOW_VAR_RECSPARK_PYTHON": sys.executable,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        # quicker JVM start for short jobs (as tests/conftest.py does for the shared session)
+        "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+    }
+    env.pop("PYTHONPATH", None)
+    migrate = subprocess.run([AIRFLOW_BIN / "airflow", "db", "migrate"], env=env, capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    return env
+
+
+@pytest.fixture(scope="module")
+def dag_description(airflow_env):
+    script = DESCRIBE_DAG.format(folder=str(REPO / "airflow_dags"), dag_id=DAG_ID)
+    done = subprocess.run([AIRFLOW_BIN / "python", "-c", script], env=airflow_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def job_stage(application: str) -> str:
+    """The recspark stage a jobs/*.py entrypoint runs (the stage name it passes to main)."""
+    source = (REPO / "jobs" / Path(application).name).read_text()
+    return re.search(r'main\(\[\*sys\.argv\[1:\], "([a-z-]+)"\]\)', source).group(1)
+
+
+def test_dag_imports_without_errors(dag_description):
+    assert dag_description["import_errors"] == {}
+    assert dag_description["tasks"], "the DAG has no tasks"
+    assert dag_description["catchup"] is True and dag_description["max_active_runs"] == 1
+
+
+def test_every_pipeline_stage_is_one_spark_submit_task_in_pipeline_order(dag_description):
+    tasks = dag_description["tasks"]
+    stage_of = {task_id: job_stage(t["application"]) for task_id, t in tasks.items()}
+    assert sorted(stage_of.values()) == sorted(PIPELINE)
+    position = {stage: i for i, stage in enumerate(PIPELINE)}
+    for task_id, task in tasks.items():
+        for upstream in task["upstream"]:
+            assert position[stage_of[upstream]] < position[stage_of[task_id]], (upstream, task_id)
+        assert task["application_args"][-2:] == ["--run-date", "{{ ds }}"]
+        assert task["retries"] == 2 and task["timeout_s"] and task["timeout_s"] <= 4 * 3600
+
+
+def test_task_graph_is_as_specified(dag_description):
+    upstream = {task_id: t["upstream"] for task_id, t in dag_description["tasks"].items()}
+    assert upstream["ingest"] == []
+    assert upstream["featurize"] == ["ingest"]
+    for model_task in ("train_als", "item_similarity", "embed_items"):
+        assert upstream[model_task] == ["featurize"]
+    assert upstream["train_deep"] == ["embed_items", "item_similarity", "train_als"]
+    assert upstream["candidates"] == ["train_deep"]
+    assert upstream["rerank"] == ["candidates"]
+    assert upstream["evaluate"] == ["rerank"]
+    assert upstream["publish"] == ["evaluate"]
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory, movielens_dir):
+    """MovieLens cut to its first 40 users (about 5,700 ratings, 2,500 movies) and a config
+    with small models, absolute paths, and the same layout as conf/local.yaml."""
+    root = tmp_path_factory.mktemp("airflow_tiny")
+    data = root / "data"
+    data.mkdir()
+    ratings = pd.read_csv(movielens_dir / "ratings.csv")
+    ratings = ratings[ratings["userId"] <= 40]
+    movies = pd.read_csv(movielens_dir / "movies.csv")
+    movies = movies[movies["movieId"].isin(ratings["movieId"])]
+    tags = pd.read_csv(movielens_dir / "tags.csv")
+    tags = tags[tags["movieId"].isin(movies["movieId"])]
+    ratings.to_csv(data / "ratings.csv", index=False)
+    movies.to_csv(data / "movies.csv", index=False)
+    tags.to_csv(data / "tags.csv", index=False)
+    config = {
+        "warehouse": str(root / "warehouse"),
+        "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"}},
+        "mlflow": {"tracking_uri": f"sqlite:///{root}/mlflow.db"},
+        "ingest": {"preset": "ml-latest-small", "data_dir": str(data)},
+        "als": {"max_iter": 5, "grid": {"implicit_prefs": [True], "rank": [8], "reg_param": [0.1], "alpha": [1.0]}},
+    }
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, len(ratings["userId"].unique())
+
+
+def test_airflow_dags_test_runs_the_nightly_end_to_end(airflow_env, tiny_config, spark):
+    config_path, n_users = tiny_config
+    done = subprocess.run(
+        [AIRFLOW_BIN / "airflow", "dags", "test", DAG_ID, LOGICAL_DATE, "-c", json.dumps({"config": str(config_path)})],
+        env=airflow_env, capture_output=True, text=True, timeout=1500,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-5000:]
+    assert "state=success" in log, log[-5000:]
+    assert "state=failed" not in log and "up_for_retry" not in log
+    config = load_config(config_path)
+    tables = DeltaTables.from_config(spark, config)
+    published = tables.read("recommendations")
+    assert [str(r["run_date"]) for r in published.select("run_date").distinct().collect()] == [LOGICAL_DATE]
+    assert published.select("user_id").distinct().count() == n_users
+    stages_run = {r["stage"] for r in tables.read("stage_runs").select("stage").distinct().collect()}
+    assert stages_run == set(PIPELINE)
