@@ -122,13 +122,13 @@ def test_task_graph_is_as_specified(dag_description):
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory, movielens_dir):
-    """MovieLens cut to its first 40 users (about 5,700 ratings, 2,500 movies) and a config
-    with small models, absolute paths, and the same layout as conf/local.yaml."""
+    """MovieLens cut to its first 20 users (about 2,400 ratings, 1,500 movies) and a config
+    with small models (one ALS point, one NeuMF epoch) and absolute paths."""
     root = tmp_path_factory.mktemp("airflow_tiny")
     data = root / "data"
     data.mkdir()
     ratings = pd.read_csv(movielens_dir / "ratings.csv")
-    ratings = ratings[ratings["userId"] <= 40]
+    ratings = ratings[ratings["userId"] <= 20]
     movies = pd.read_csv(movielens_dir / "movies.csv")
     movies = movies[movies["movieId"].isin(ratings["movieId"])]
     tags = pd.read_csv(movielens_dir / "tags.csv")
@@ -142,6 +142,7 @@ def tiny_config(tmp_path_factory, movielens_dir):
         "mlflow": {"tracking_uri": f"sqlite:///{root}/mlflow.db"},
         "ingest": {"preset": "ml-latest-small", "data_dir": str(data)},
         "als": {"max_iter": 5, "grid": {"implicit_prefs": [True], "rank": [8], "reg_param": [0.1], "alpha": [1.0]}},
+        "deep": {"models": ["neumf"], "epochs": 1, "hybrid_sources": ["als", "item_item", "content", "popularity", "neumf"]},
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
