@@ -33,8 +33,9 @@ airflow-setup: $(AIRFLOW_STAMP)
 run: setup
 	$(VENV)/bin/recspark run
 
+# Two workers, whole files per worker: the long integration, Airflow and cluster modules run side by side.
 test: setup airflow-setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 clean:
 	rm -rf warehouse mlruns mlflow.db spark-warehouse data/synthetic

@@ -143,6 +143,7 @@ def tiny_config(tmp_path_factory, movielens_dir):
         "ingest": {"preset": "ml-latest-small", "data_dir": str(data)},
         "als": {"max_iter": 5, "grid": {"implicit_prefs": [True], "rank": [8], "reg_param": [0.1], "alpha": [1.0]}},
         "deep": {"models": ["neumf"], "epochs": 1, "hybrid_sources": ["als", "item_item", "content", "popularity", "neumf"]},
+        "content": {"cold_item_ratio": 0.0, "cold_user_ratio": 0.0},
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
