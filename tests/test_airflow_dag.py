@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
+from movielens_subset import write_movielens_subset
 from recspark.cli import PIPELINE
 from recspark.config import load_config
 from recspark.delta import DeltaTables
@@ -126,16 +126,7 @@ def tiny_config(tmp_path_factory, movielens_dir):
     with small models (one ALS point, one NeuMF epoch) and absolute paths."""
     root = tmp_path_factory.mktemp("airflow_tiny")
     data = root / "data"
-    data.mkdir()
-    ratings = pd.read_csv(movielens_dir / "ratings.csv")
-    ratings = ratings[ratings["userId"] <= 20]
-    movies = pd.read_csv(movielens_dir / "movies.csv")
-    movies = movies[movies["movieId"].isin(ratings["movieId"])]
-    tags = pd.read_csv(movielens_dir / "tags.csv")
-    tags = tags[tags["movieId"].isin(movies["movieId"])]
-    ratings.to_csv(data / "ratings.csv", index=False)
-    movies.to_csv(data / "movies.csv", index=False)
-    tags.to_csv(data / "tags.csv", index=False)
+    n_users = write_movielens_subset(movielens_dir, data, max_user_id=20)
     config = {
         "warehouse": str(root / "warehouse"),
         "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"}},
@@ -147,7 +138,7 @@ def tiny_config(tmp_path_factory, movielens_dir):
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    return path, len(ratings["userId"].unique())
+    return path, n_users
 
 
 def test_airflow_dags_test_runs_the_nightly_end_to_end(airflow_env, tiny_config, spark):

@@ -19,12 +19,12 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from chispa import assert_df_equality
 
 import pyspark
+from movielens_subset import write_movielens_subset
 from recspark.cli import main
 from recspark.config import load_config
 from recspark.delta import DeltaTables
@@ -99,14 +99,7 @@ def ingested(tmp_path_factory, movielens_dir, spark):
     """MovieLens' first 60 users ingested locally; returns (root, config path)."""
     root = tmp_path_factory.mktemp("cluster_vs_local")
     data = root / "data"
-    data.mkdir()
-    ratings = pd.read_csv(movielens_dir / "ratings.csv")
-    ratings = ratings[ratings["userId"] <= 60]
-    movies = pd.read_csv(movielens_dir / "movies.csv")
-    ratings.to_csv(data / "ratings.csv", index=False)
-    movies[movies["movieId"].isin(ratings["movieId"])].to_csv(data / "movies.csv", index=False)
-    tags = pd.read_csv(movielens_dir / "tags.csv")
-    tags[tags["movieId"].isin(ratings["movieId"])].to_csv(data / "tags.csv", index=False)
+    write_movielens_subset(movielens_dir, data, max_user_id=60)
     config = {
         "warehouse": str(root / "warehouse"),
         "spark": {"master": None, "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"}},
