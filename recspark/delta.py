@@ -329,7 +329,7 @@ class DeltaTables:
     def _rs_read(self, name: str, version: int | None) -> DataFrame:
         table = self._rs_table(name, version)
         schema = _as_nullable(T.StructType.fromJson(json.loads(table.schema().to_json())))
-        snapshot = active_files(self.location(name), table.version())
+        snapshot = _active_files_of(table, self.location(name))
         partition_columns = snapshot.partition_columns
         data_schema = T.StructType([f for f in schema.fields if f.name not in partition_columns])
         if not snapshot.files:
@@ -541,6 +541,11 @@ def active_files(location: str, version: int | None = None) -> ActiveFiles:
         table = DeltaTable(location, version=version)
     except Exception as exc:  # deltalake raises several error types for a missing table/version
         raise DeltaTableError(f"cannot open Delta table at {location} (version {version}): {exc}") from exc
+    return _active_files_of(table, location)
+
+
+def _active_files_of(table, location: str) -> ActiveFiles:
+    """:class:`ActiveFiles` of an opened deltalake ``DeltaTable`` stored at ``location``."""
     fields = json.loads(table.schema().to_json())["fields"]
     columns = [(f["name"], f["type"] if isinstance(f["type"], str) else f["type"]["type"]) for f in fields]
     partition_columns = list(table.metadata().partition_columns)
