@@ -64,7 +64,11 @@ STAGES = {
     "report": (run_report, ("metrics", "stage_runs", "recommendations", "interactions_split", "item_index"), ()),
     # deep recommenders (Petastorm + TorchDistributor training, re-ranking, hybrid)
     "train-deep": (run_train_deep, ("interactions_split", "user_index", "item_index", "item_embeddings"), ()),
-    "rerank": (run_rerank, ("candidates", "interactions_split"), ("candidates",)),
+    "rerank": (
+        run_rerank,
+        ("candidates", "interactions_split", "user_factors", "item_embeddings", "user_index"),
+        ("candidates",),
+    ),
 }
 PIPELINE = ["ingest", "featurize", "train-als", "similarity", "embed-items", "train-deep", "candidates", "rerank",
             "evaluate", "publish"]

@@ -278,8 +278,8 @@ class DeepConfig:
     hybrid_sources: list[str] = field(
         default_factory=lambda: ["als", "item_item", "content", "popularity", "neumf", "two_tower"]
     )
+    # per-source weight values; the combination best on the validation rows is kept (see rerank)
     hybrid_weight_grid: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
-    hybrid_folds: int = 2  # user folds of the cross-fitted weight tuning (>= 2)
 
     def directory(self, config: "Config", name: str) -> str:
         """``petastorm_cache_dir`` / ``export_dir`` / ``model_dir``, defaulting under the warehouse."""

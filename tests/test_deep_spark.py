@@ -80,7 +80,10 @@ def test_petastorm_shards_return_every_row_once(spark, tmp_path):
         next(shard_batches(converter, 2, 2, batch_size=8, seed=0))
 
 
-def test_torch_distributor_with_two_processes_trains_and_returns_the_model(spark, positives, item_index, tmp_path):
+@pytest.mark.parametrize("local_mode", [True, False], ids=["on_driver", "barrier_stage_on_executors"])
+def test_torch_distributor_with_two_processes_trains_and_returns_the_model(
+    spark, positives, item_index, tmp_path, local_mode
+):
     examples = training_examples(positives, item_index, negatives_ratio=3, seed=1)
     converter = make_converter(spark, examples, str(tmp_path / "cache"), min_row_groups=4)
     pairs = pairs_array(positives)
@@ -90,7 +93,7 @@ def test_torch_distributor_with_two_processes_trains_and_returns_the_model(spark
         TrainSettings(epochs=2, batch_size=32, patience=2, seed=3), converter, validation, seen,
     )
     try:
-        result = train_distributed(job, num_processes=2, local_mode=True, use_gpu=False)
+        result = train_distributed(job, num_processes=2, local_mode=local_mode, use_gpu=False)
     finally:
         delete_converter(converter)
     assert isinstance(result.model, NeuMF) and not result.model.training
@@ -188,8 +191,8 @@ def test_weight_grid_excludes_all_zero_and_bad_values():
         weight_grid(["a"], [0.0, -1.0])
 
 
-def test_hybrid_weights_pick_the_source_that_finds_the_held_out_items(spark):
-    # Source a ranks the held-out item 10 first; b does not propose it and pushes 11 up.
+def test_hybrid_weights_pick_the_source_that_finds_the_validation_items(spark):
+    # Source a ranks the validation item 10 first; b does not propose it and pushes 11 up.
     rows = []
     for user in range(20):
         rows += [(user, 10, "a", 3.0), (user, 11, "a", 2.0), (user, 12, "a", 1.0)]
@@ -197,14 +200,34 @@ def test_hybrid_weights_pick_the_source_that_finds_the_held_out_items(spark):
     candidates = spark.createDataFrame(rows, "user_idx int, item_idx int, source string, score double")
     truth = spark.createDataFrame([(user, 10) for user in range(20)], "user_idx int, item_idx int")
     normalised = normalised_scores(candidates, ["a", "b"])
-    tuning = tune_blend_weights(normalised, truth, ["a", "b"], [0.0, 1.0], k=2, folds=2, seed=5)
-    assert tuning.weights == {0: {"a": 1.0, "b": 0.0}, 1: {"a": 1.0, "b": 0.0}}
-    assert tuning.validation_ndcg == {0: pytest.approx(1.0), 1: pytest.approx(1.0)}
-    hybrid = blend(normalised, tuning, folds=2, seed=5, n=2)
+    tuning = tune_blend_weights(normalised, truth, ["a", "b"], [0.0, 1.0], k=2)
+    assert tuning.weights == {"a": 1.0, "b": 0.0}
+    assert tuning.validation_ndcg == pytest.approx(1.0)
+    # b alone misses item 10; a + b ranks 11 (score 1.5) above 10 (1.0): 1 / log2(3) at rank 2
+    assert tuning.grid_ndcg == [({"a": 0.0, "b": 1.0}, 0.0), ({"a": 1.0, "b": 0.0}, pytest.approx(1.0)),
+                                ({"a": 1.0, "b": 1.0}, pytest.approx(1 / np.log2(3)))]
+    hybrid = blend(normalised, tuning.weights, n=2)
     firsts = {(r.item_idx, r.score) for r in hybrid.where(F.col("rank") == 1).collect()}
     assert firsts == {(10, 1.0)} and hybrid.count() == 40
-    with pytest.raises(ValueError, match="folds must be >= 2"):
-        tune_blend_weights(normalised, truth, ["a", "b"], [0.0, 1.0], k=2, folds=1, seed=5)
+
+
+def test_blend_is_the_weighted_sum_of_normalised_scores(spark):
+    normalised = spark.createDataFrame(
+        [(0, 1, "a", 1.0), (0, 2, "a", 0.0), (0, 2, "b", 1.0), (0, 3, "b", 0.5)],
+        "user_idx int, item_idx int, source string, norm_score double",
+    )
+    expected = spark.createDataFrame(
+        [(0, 2, 2.0, 1), (0, 3, 1.0, 2), (0, 1, 0.5, 3)], "user_idx int, item_idx int, score double, rank int"
+    )
+    assert_df_equality(blend(normalised, {"a": 0.5, "b": 2.0}, n=3).select("user_idx", "item_idx", "score", "rank"),
+                       expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_hybrid_tuning_fails_clearly_without_validation_candidates(spark):
+    normalised = spark.createDataFrame([(0, 1, "a", 1.0)], "user_idx int, item_idx int, source string, norm_score double")
+    truth = spark.createDataFrame([(5, 1)], "user_idx int, item_idx int")
+    with pytest.raises(ValueError, match="cannot tune the hybrid"):
+        tune_blend_weights(normalised, truth, ["a"], [1.0], k=2)
 
 
 def test_pairs_array_is_sorted_distinct_int64(spark):

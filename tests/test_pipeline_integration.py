@@ -170,6 +170,7 @@ def test_mlflow_holds_als_trials_model_alias_and_stage_timings(movielens_run):
 def test_deep_models_train_through_petastorm_and_rerank_into_the_comparison(movielens_run):
     import json
 
+    import mlflow.artifacts
     import mlflow.pytorch
     import numpy as np
 
@@ -190,7 +191,12 @@ def test_deep_models_train_through_petastorm_and_rerank_into_the_comparison(movi
     meta = json.loads((Path(config.deep.directory(config, "export_dir")) / "meta.json").read_text())
     assert (meta["num_users"], meta["num_items"]) == (610, 9742)
     rerank_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "rerank")
-    assert "hybrid_weights.json" in {a.path for a in client.list_artifacts(rerank_run.info.run_id)}
+    weights = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=rerank_run.info.run_id, artifact_path="hybrid_weights.json", tracking_uri=uri)).read_text())
+    assert len(weights["grid"]) == 3 ** 6 - 1  # [0, 0.5, 1] for 6 sources, all-zero left out
+    chosen = max(weights["grid"], key=lambda point: point["validation_ndcg@10"])
+    assert weights["weights"] == chosen["weights"] and weights["validation_ndcg@10"] > 0
+    assert rerank_run.data.metrics["hybrid.validation_ndcg_at_10"] == pytest.approx(weights["validation_ndcg@10"])
     ndcg = metric_values(tables, "ndcg", 10)
     assert ndcg["hybrid"] > ndcg["popularity"] and ndcg["neumf"] > 0 and ndcg["two_tower"] > 0
 

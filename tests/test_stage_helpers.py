@@ -6,12 +6,14 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from recspark.config import SplitConfig
+from recspark.config import Config, SplitConfig
+from recspark.delta import DeltaTables
 from recspark.evaluation.suite import evaluate_recommendations
 from recspark.featurize.splits import describe_split
 from recspark.stages.common import STAGE_RUNS
 from recspark.stages.evaluate import stage_efficiency
-from recspark.stages.train_als import tuning_frames
+from recspark.stages.train_als import factor_params, tuning_frames
+from recspark.stages.train_deep import validation_frames
 
 SPLIT_SCHEMA = "user_id string, item_id string, user_idx int, item_idx int, split string"
 
@@ -32,6 +34,36 @@ def test_without_validation_a_share_of_each_users_train_pairs_is_carved_out(spar
     assert train.count() == 24 and "t" not in {r.item_id for r in train.union(validation).collect()}
     again = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.2, seed=1)[1]
     assert sorted(validation.collect()) == sorted(again.collect())  # seeded
+
+
+def test_deep_validation_frames_are_the_seeded_carve_of_train_disjoint_from_test(spark):
+    rows = [(f"u{u}", f"i{i}", u, i, "train") for u in range(4) for i in range(10)]
+    rows += [(f"u{u}", "t", u, 99, "test") for u in range(4)]
+    split = spark.createDataFrame(rows, SPLIT_SCHEMA)
+    config = Config()
+    config.deep.validation_ratio = 0.3
+    fit, validation = validation_frames(split, config)
+    expected_fit, expected_validation = tuning_frames(split, 0.3, seed=config.featurize.split.seed + 1)
+    assert sorted(validation.collect()) == sorted(expected_validation.collect())
+    assert {r.user_id: r["count"] for r in validation.groupBy("user_id").count().collect()} == {
+        "u0": 3, "u1": 3, "u2": 3, "u3": 3}
+    pairs = lambda frame: {(r.user_idx, r.item_idx) for r in frame.collect()}  # noqa: E731
+    assert pairs(fit) | pairs(validation) == pairs(split.where("split = 'train'"))
+    assert not pairs(fit) & pairs(validation) and 99 not in {i for _, i in pairs(fit) | pairs(validation)}
+
+
+def test_factor_params_read_back_what_train_als_wrote(spark, tmp_path):
+    tables = DeltaTables(spark, lambda name: str(tmp_path / name), engine="delta-rs")
+    factors = spark.createDataFrame([(0, [0.5, 1.0])], "user_idx int, features array<float>")
+    params = {"rank": 16, "reg_param": 0.1, "alpha": 5.0, "implicit_prefs": True, "max_iter": 15, "seed": 42,
+              "nonnegative": False}
+    tables.write(factors, "user_factors", metadata={f"als.{key}": value for key, value in params.items()})
+    assert factor_params(tables) == params
+    tables.write(factors, "user_factors", metadata={"als.rank": 8})
+    with pytest.raises(ValueError, match=r"lacks the ALS param\(s\) \['reg_param'"):
+        factor_params(tables)
+    with pytest.raises(ValueError, match="run the train-als stage first"):
+        factor_params(DeltaTables(spark, lambda name: str(tmp_path / "empty" / name), engine="delta-rs"))
 
 
 @pytest.mark.parametrize(

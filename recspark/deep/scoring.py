@@ -7,12 +7,11 @@
   the model's score, cut at n (rank 1..n).
 * Hybrid: each source's scores are min-max normalised per user to [0, 1] (a user's only score, or
   equal scores, become 1; an item a source did not propose scores 0 for it), blended as a
-  weighted sum and cut at n. Weights come from a grid (every combination of
-  ``grid`` values per source but all zero) and are tuned by **user-fold cross-fitting**: users are
-  hashed into ``folds`` folds with a seed; for the users of fold f the weights are the grid
-  point with the best mean NDCG@k over the users of the other folds (against the held-out pairs
-  given as ``truth``; ties go to the earlier grid point). No user's list is ranked with weights
-  chosen on that user's own held-out pairs, so evaluating the hybrid on those pairs stays fair.
+  weighted sum and cut at n. Weights come from a grid (every combination of ``grid`` values per
+  source but all zero): :func:`tune_blend_weights` picks the grid point with the best mean
+  NDCG@k over the users with validation pairs (ties go to the earlier grid point), scoring the
+  sources' *validation-time* candidates (from models that never saw those pairs); :func:`blend`
+  applies the weights to the final candidates.
 """
 from __future__ import annotations
 
@@ -130,13 +129,6 @@ def weight_grid(sources: Sequence[str], values: Sequence[float]) -> list[dict[st
     return [dict(zip(sources, combo)) for combo in itertools.product(values, repeat=len(sources)) if any(combo)]
 
 
-def user_folds(users: DataFrame, folds: int, seed: int) -> DataFrame:
-    """user_idx, fold in [0, folds): a seeded hash of the user."""
-    return users.select("user_idx").distinct().withColumn(
-        "fold", F.pmod(F.xxhash64("user_idx", F.lit(seed)), F.lit(folds)).cast("int")
-    )
-
-
 def _grid_ndcg(normalised: DataFrame, truth: DataFrame, sources: Sequence[str], grid: list[dict[str, float]], k: int) -> DataFrame:
     """user_idx, combo (index into ``grid``), ndcg: NDCG@k of each user's blend for every grid
     point, over the users with ``truth`` pairs (binary relevance, IDCG over min(|truth|, k))."""
@@ -165,45 +157,41 @@ def _grid_ndcg(normalised: DataFrame, truth: DataFrame, sources: Sequence[str], 
 
 @dataclass
 class BlendTuning:
-    """Per fold: the chosen weights and their mean NDCG@k on the other folds' users."""
+    """The chosen weights, their mean validation NDCG@k, and that of every grid point."""
 
-    weights: dict[int, dict[str, float]]
-    validation_ndcg: dict[int, float]
+    weights: dict[str, float]
+    validation_ndcg: float
+    grid_ndcg: list[tuple[dict[str, float], float]]
 
 
 def tune_blend_weights(
-    normalised: DataFrame, truth: DataFrame, sources: Sequence[str], grid_values: Sequence[float],
-    k: int, folds: int, seed: int,
+    normalised: DataFrame, truth: DataFrame, sources: Sequence[str], grid_values: Sequence[float], k: int
 ) -> BlendTuning:
-    """Cross-fitted weights (see the module docstring). ``truth``: held-out (user_idx, item_idx)."""
-    if folds < 2:
-        raise ValueError(f"hybrid folds must be >= 2 (weights of a fold come from the others), got {folds}")
+    """Weights of ``sources`` from the grid of ``grid_values`` with the best mean NDCG@k over the
+    users of ``truth`` (validation (user_idx, item_idx) pairs) that have rows in ``normalised``
+    (validation-time :func:`normalised_scores`)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     grid = weight_grid(sources, grid_values)
-    per_user = _grid_ndcg(normalised, truth, sources, grid, k).join(user_folds(normalised, folds, seed), "user_idx")
-    sums = per_user.groupBy("fold", "combo").agg(F.sum("ndcg").alias("total"), F.count(F.lit(1)).alias("users"))
-    table = sums.toPandas()
-    weights, validation = {}, {}
-    for fold in range(folds):
-        others = table[table["fold"] != fold].groupby("combo")[["total", "users"]].sum()
-        if others.empty:
-            raise ValueError(f"no users with held-out pairs outside fold {fold}: cannot tune its weights")
-        mean = (others["total"] / others["users"]).sort_index()
-        best = int(mean.idxmax())
-        weights[fold], validation[fold] = grid[best], float(mean.loc[best])
-    return BlendTuning(weights, validation)
+    table = (
+        _grid_ndcg(normalised, truth, sources, grid, k)
+        .groupBy("combo").agg(F.mean("ndcg").alias("ndcg")).toPandas()
+        .set_index("combo")["ndcg"].sort_index()
+    )
+    if table.empty:
+        raise ValueError("no user has both validation pairs and validation-time candidates: cannot tune the hybrid")
+    best = int(table.idxmax())
+    return BlendTuning(grid[best], float(table.loc[best]), [(grid[c], float(v)) for c, v in table.items()])
 
 
-def blend(normalised: DataFrame, tuning: BlendTuning, folds: int, seed: int, n: int) -> DataFrame:
-    """user_idx, item_idx, score (weighted sum of normalised scores with the weights of the user's
-    fold), rank 1..n."""
+def blend(normalised: DataFrame, weights: dict[str, float], n: int) -> DataFrame:
+    """user_idx, item_idx, score (the ``weights``-weighted sum of normalised scores), rank 1..n."""
     spark = normalised.sparkSession
-    weight_rows = [(fold, source, float(w)) for fold, combo in tuning.weights.items() for source, w in combo.items()]
-    weights = spark.createDataFrame(weight_rows, "fold int, source string, weight double")
+    weight_rows = spark.createDataFrame(
+        [(source, float(w)) for source, w in weights.items()], "source string, weight double"
+    )
     blended = (
-        normalised.join(user_folds(normalised, folds, seed), "user_idx")
-        .join(F.broadcast(weights), ["fold", "source"])
+        normalised.join(F.broadcast(weight_rows), "source")
         .groupBy("user_idx", "item_idx").agg(F.sum(F.col("weight") * F.col("norm_score")).alias("score"))
     )
     return top_n_per_user(blended, n)

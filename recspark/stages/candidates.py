@@ -27,13 +27,13 @@ from functools import reduce
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config
+from recspark.config import Config, ContentConfig
 from recspark.content.recommend import ContentRecommender
 from recspark.delta import DeltaTables
 from recspark.recommenders.item_similarity import ItemSimilarityModel
 from recspark.recommenders.popularity import PopularityRecommender
 from recspark.recommenders.topk import top_k_by_dot_product
-from recspark.stages.common import StageContext
+from recspark.stages.common import StageContext, require_known_names
 from recspark.stages.similarity import COOCCURRENCE_METHOD
 from recspark.tracking import StageRun
 
@@ -49,14 +49,13 @@ class CandidateCounts:
     sources: int
 
 
-def als_candidates(tables: DeltaTables, history: DataFrame, n: int) -> DataFrame:
-    return top_k_by_dot_product(
-        tables.read("user_factors"), tables.read("item_factors"), n, seen=history
-    ).withColumn("because_item_idx", F.lit(None).cast("int"))
+def als_candidates(user_factors: DataFrame, item_factors: DataFrame, history: DataFrame, n: int) -> DataFrame:
+    return top_k_by_dot_product(user_factors, item_factors, n, seen=history).withColumn(
+        "because_item_idx", F.lit(None).cast("int")
+    )
 
 
-def item_item_candidates(tables: DeltaTables, history: DataFrame, n: int) -> DataFrame:
-    neighbours = tables.read("item_similarity").where(F.col("method") == COOCCURRENCE_METHOD)
+def item_item_candidates(neighbours: DataFrame, history: DataFrame, n: int) -> DataFrame:
     return (
         ItemSimilarityModel(neighbours)
         .recommend(history, n)
@@ -71,15 +70,32 @@ def popularity_candidates(history: DataFrame, n: int, window_days: float | None)
     )
 
 
-def content_candidates(tables: DeltaTables, history: DataFrame, n: int, config: Config) -> DataFrame:
+def content_candidates(
+    embeddings: DataFrame, users: DataFrame, history: DataFrame, n: int, content: ContentConfig
+) -> DataFrame:
+    model = ContentRecommender(n, content.popularity_shrinkage, content.profile_half_life_days).fit(
+        history, embeddings
+    )
+    return model.recommend(users, seen=history).withColumn("because_item_idx", F.lit(None).cast("int"))
+
+
+def require_item_embeddings(tables: DeltaTables) -> DataFrame:
     if not tables.exists("item_embeddings"):
         raise ValueError("candidates.sources includes 'content' but table item_embeddings does not exist; "
                          "run the embed-items stage first")
-    model = ContentRecommender(
-        n, config.content.popularity_shrinkage, config.content.profile_half_life_days
-    ).fit(history, tables.read("item_embeddings"))
-    return model.recommend(tables.read("user_index"), seen=history).withColumn(
-        "because_item_idx", F.lit(None).cast("int")
+    return tables.read("item_embeddings")
+
+
+def candidate_columns(frame: DataFrame, source: str) -> DataFrame:
+    """A source's recommendations (user_idx, item_idx, score, rank, because_item_idx) in the
+    columns and types of the candidates table, less run_date."""
+    return frame.select(
+        F.col("user_idx").cast("int"),
+        F.col("item_idx").cast("int"),
+        F.lit(source).alias("source"),
+        F.col("score").cast("double"),
+        F.col("rank").cast("int"),
+        F.col("because_item_idx").cast("int"),
     )
 
 
@@ -87,31 +103,26 @@ def run_candidates(
     spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
 ) -> CandidateCounts:
     cc = config.candidates
-    unknown = sorted(set(cc.sources) - set(SOURCES))
-    if unknown:
-        raise ValueError(f"candidates.sources: unknown source(s) {unknown}; known: {list(SOURCES)}")
+    require_known_names(cc.sources, SOURCES, "candidates.sources")
     tracker.log_params({"candidates.n": cc.n, "candidates.sources": ",".join(cc.sources)})
     history = (
         tables.read("interactions_split").where(F.col("split") != "test")
         .select("user_idx", "item_idx", "event_ts").cache()
     )
     builders = {
-        "als": lambda: als_candidates(tables, history, cc.n),
-        "item_item": lambda: item_item_candidates(tables, history, cc.n),
+        "als": lambda: als_candidates(tables.read("user_factors"), tables.read("item_factors"), history, cc.n),
+        "item_item": lambda: item_item_candidates(
+            tables.read("item_similarity").where(F.col("method") == COOCCURRENCE_METHOD), history, cc.n
+        ),
         "popularity": lambda: popularity_candidates(history, cc.n, cc.popularity_window_days),
-        "content": lambda: content_candidates(tables, history, cc.n, config),
+        "content": lambda: content_candidates(
+            require_item_embeddings(tables), tables.read("user_index"), history, cc.n, config.content
+        ),
     }
     parts = []
     for source in cc.sources:
         with ctx.measure(f"candidates.{source}"):
-            part = builders[source]().select(
-                F.col("user_idx").cast("int"),
-                F.col("item_idx").cast("int"),
-                F.lit(source).alias("source"),
-                F.col("score").cast("double"),
-                F.col("rank").cast("int"),
-                F.col("because_item_idx").cast("int"),
-            ).localCheckpoint()
+            part = candidate_columns(builders[source](), source).localCheckpoint()
         parts.append(part)
     candidates = reduce(DataFrame.unionByName, parts).withColumn("run_date", F.lit(ctx.run_date))
     tables.write(

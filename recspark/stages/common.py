@@ -34,6 +34,13 @@ STAGE_RUNS = T.StructType(
 )
 
 
+def require_known_names(names: list[str], known: tuple[str, ...], setting: str) -> None:
+    """ValueError naming the config ``setting`` when ``names`` has entries outside ``known``."""
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"{setting}: unknown name(s) {unknown}; known: {list(known)}")
+
+
 @dataclass
 class StageContext:
     run_date: dt.date

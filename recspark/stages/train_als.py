@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -45,6 +46,30 @@ class AlsTrainingResult:
     users_with_factors: int
     items_with_factors: int
     promoted: int  # 1 when the champion alias moved to this model
+
+
+# How train-als writes each searched param into the factor tables' commit metadata, read back.
+def _parse_bool(value: str) -> bool:
+    return value == "True"
+
+
+_PARAM_PARSERS = {
+    "rank": int, "reg_param": float, "alpha": float, "implicit_prefs": _parse_bool,
+    "max_iter": int, "seed": int, "nonnegative": _parse_bool,
+}
+
+
+def factor_params(tables: DeltaTables) -> dict[str, Any]:
+    """The ALS params (rank, reg_param, alpha, implicit_prefs, max_iter, seed, nonnegative) the
+    current ``user_factors`` were refitted with, read from the commit metadata train-als wrote."""
+    if not tables.exists("user_factors"):
+        raise ValueError("table user_factors does not exist: run the train-als stage first")
+    metadata = tables.history("user_factors", limit=1)[0].metadata
+    missing = [name for name in _PARAM_PARSERS if f"recspark.als.{name}" not in metadata]
+    if missing:
+        raise ValueError(f"user_factors' latest commit lacks the ALS param(s) {missing} in its metadata; "
+                         "re-run the train-als stage")
+    return {name: parse(metadata[f"recspark.als.{name}"]) for name, parse in _PARAM_PARSERS.items()}
 
 
 def tuning_frames(split: DataFrame, tuning_ratio: float, seed: int) -> tuple[DataFrame, DataFrame]:

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import Config
@@ -33,7 +33,7 @@ from recspark.deep.models import MODEL_NAMES
 from recspark.deep.training import TrainSettings, save_checkpoint
 from recspark.delta import DeltaTables
 from recspark.petastorm_io import delete_converter, make_converter
-from recspark.stages.common import StageContext
+from recspark.stages.common import StageContext, require_known_names
 from recspark.stages.train_als import tuning_frames
 from recspark.tracking import StageRun
 
@@ -55,6 +55,14 @@ def checkpoint_path(config: Config, model_name: str) -> Path:
     return Path(config.deep.directory(config, "model_dir").removeprefix("file://")) / f"{model_name}.pt"
 
 
+def validation_frames(split: DataFrame, config: Config) -> tuple[DataFrame, DataFrame]:
+    """(fit rows, validation rows) of ``interactions_split``: the split's validation pairs when it
+    has any, else a seeded per-user ``deep.validation_ratio`` share of its train pairs (split
+    seed + 1). The deep models are trained on the fit rows and early-stopped on the validation
+    rows; the rerank stage tunes the hybrid on the same validation rows."""
+    return tuning_frames(split, config.deep.validation_ratio, config.featurize.split.seed + 1)
+
+
 def train_settings(config: Config) -> TrainSettings:
     dc = config.deep
     return TrainSettings(
@@ -67,16 +75,14 @@ def run_train_deep(
     spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
 ) -> DeepTrainingSummary:
     dc = config.deep
-    unknown = sorted(set(dc.models) - set(MODEL_NAMES))
-    if unknown:
-        raise ValueError(f"deep.models: unknown model(s) {unknown}; known: {list(MODEL_NAMES)}")
+    require_known_names(dc.models, tuple(MODEL_NAMES), "deep.models")
     settings = train_settings(config)
     use_gpu = use_gpu_for(dc.use_gpu)
     num_users = tables.read("user_index").agg(F.max("user_idx")).first()[0] + 1
     item_index = tables.read("item_index")
     num_items = item_index.agg(F.max("item_idx")).first()[0] + 1
     split = tables.read("interactions_split")
-    train_pairs, validation = tuning_frames(split, dc.validation_ratio, config.featurize.split.seed + 1)
+    train_pairs, validation = validation_frames(split, config)
     train_pairs = train_pairs.select("user_idx", "item_idx").localCheckpoint()
     validation = validation.select("user_idx", "item_idx").localCheckpoint()
     item_features = None
