@@ -10,6 +10,7 @@ spark-submit entrypoints call :func:`main` with their stage name.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
@@ -20,52 +21,57 @@ from recspark.config import ConfigError, load_config
 from recspark.delta import DeltaTableError, DeltaTables
 from recspark.ingest.read import IngestInputError
 from recspark.session import build_spark_session
-from recspark.stages.candidates import run_candidates
 from recspark.stages.common import new_context, run_stage
-from recspark.stages.embed_items import run_embed_items
-from recspark.stages.evaluate import run_evaluate
-from recspark.stages.featurize import run_featurize
-from recspark.stages.generate import run_generate
-from recspark.stages.ingest import RowAccountingError, run_ingest
-from recspark.stages.publish import QualityGateError, run_publish
-from recspark.stages.rerank import run_rerank
-from recspark.stages.report import run_report
-from recspark.stages.similarity import run_similarity
+from recspark.stages.ingest import RowAccountingError
+from recspark.stages.publish import QualityGateError
 from recspark.stages.sql import require_query, run_sql
-from recspark.stages.train_als import run_train_als
-from recspark.stages.train_deep import run_train_deep
 
 INTERACTION_TABLES = ("interactions_bronze", "interactions_silver", "interactions_quarantine", "items_bronze", "items")
 FEATURE_TABLES = ("user_index", "item_index", "user_features", "item_features", "interactions_split")
 
-# stage name -> (function, tables read, tables written)
+# stage name -> ("module:function", tables read, tables written); a stage's module is imported
+# only when it runs, so a spark-submit of one stage does not load torch or the embedding model.
 STAGES = {
-    "generate": (run_generate, (), ()),
-    "ingest": (run_ingest, (), INTERACTION_TABLES),
-    "featurize": (run_featurize, ("interactions_silver", "items"), FEATURE_TABLES),
-    "train-als": (run_train_als, ("interactions_split",), ("user_factors", "item_factors", "item_similarity")),
-    "similarity": (run_similarity, ("interactions_split",), ("item_similarity",)),
-    "embed-items": (run_embed_items, ("items", "item_index", "item_embeddings"), ("item_embeddings",)),
+    "generate": ("recspark.stages.generate:run_generate", (), ()),
+    "ingest": ("recspark.stages.ingest:run_ingest", (), INTERACTION_TABLES),
+    "featurize": ("recspark.stages.featurize:run_featurize", ("interactions_silver", "items"), FEATURE_TABLES),
+    "train-als": (
+        "recspark.stages.train_als:run_train_als",
+        ("interactions_split",),
+        ("user_factors", "item_factors", "item_similarity"),
+    ),
+    "similarity": ("recspark.stages.similarity:run_similarity", ("interactions_split",), ("item_similarity",)),
+    "embed-items": (
+        "recspark.stages.embed_items:run_embed_items", ("items", "item_index", "item_embeddings"), ("item_embeddings",)
+    ),
     "candidates": (
-        run_candidates,
+        "recspark.stages.candidates:run_candidates",
         ("interactions_split", "user_factors", "item_factors", "item_similarity", "item_embeddings", "user_index"),
         ("candidates",),
     ),
     "evaluate": (
-        run_evaluate,
+        "recspark.stages.evaluate:run_evaluate",
         ("interactions_split", "candidates", "item_index", "item_features", "stage_runs", "item_embeddings"),
         ("metrics",),
     ),
     "publish": (
-        run_publish,
+        "recspark.stages.publish:run_publish",
         ("candidates", "interactions_split", "item_similarity", "item_index", "items", "user_index", "metrics"),
         ("recommendations", "recommendations_latest"),
     ),
-    "report": (run_report, ("metrics", "stage_runs", "recommendations", "interactions_split", "item_index"), ()),
+    "report": (
+        "recspark.stages.report:run_report",
+        ("metrics", "stage_runs", "recommendations", "interactions_split", "item_index"),
+        (),
+    ),
     # deep recommenders (Petastorm + TorchDistributor training, re-ranking, hybrid)
-    "train-deep": (run_train_deep, ("interactions_split", "user_index", "item_index", "item_embeddings"), ()),
+    "train-deep": (
+        "recspark.stages.train_deep:run_train_deep",
+        ("interactions_split", "user_index", "item_index", "item_embeddings"),
+        (),
+    ),
     "rerank": (
-        run_rerank,
+        "recspark.stages.rerank:run_rerank",
         ("candidates", "interactions_split", "user_factors", "item_embeddings", "user_index"),
         ("candidates",),
     ),
@@ -113,6 +119,12 @@ def print_query(config, query: str, limit: int, engine: str = "spark") -> None:
         raise ValueError(f"query failed: {exc}") from exc
 
 
+def stage_function(name: str):
+    """The ``run_*`` function of stage ``name``, importing its module."""
+    module, function = STAGES[name][0].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -127,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = new_context(config)
         stages = PIPELINE if args.stage == "run" else [args.stage]
         for name in stages:
-            fn, reads, writes = STAGES[name]
-            run_stage(name, fn, config, ctx, reads=reads, writes=writes)
+            _, reads, writes = STAGES[name]
+            run_stage(name, stage_function(name), config, ctx, reads=reads, writes=writes)
     except (ConfigError, IngestInputError, DeltaTableError, RowAccountingError, QualityGateError, ValueError) as exc:
         logging.getLogger("recspark").error("%s", exc)
         return 2
