@@ -1,6 +1,6 @@
 """The nightly Airflow DAG, run by Airflow itself from its own virtual environment (.venv-airflow,
 ``make airflow-setup``): it imports cleanly, its task graph is the pipeline's, and
-``airflow dags test`` runs it end to end on tiny data, each task a real spark-submit of jobs/*.py.
+``airflow dags test`` runs it on tiny data, its first tasks as real spark-submits of jobs/*.py.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pyspark.sql import functions as F
 
 from movielens_subset import write_movielens_subset
 from recspark.cli import PIPELINE
@@ -120,10 +121,17 @@ def test_task_graph_is_as_specified(dag_description):
     assert upstream["publish"] == ["evaluate"]
 
 
+# Tasks `airflow dags test` runs as real spark-submits; the others are marked successful without
+# running. Every task is the same SparkSubmitOperator over jobs/<stage>.py (checked above), and
+# the whole pipeline runs in-process in tests/test_pipeline_integration.py; running all ten
+# here cost about 10 minutes of the suite's CPU on two cores for no further coverage.
+SUBMITTED_TASKS = ("ingest", "featurize")
+
+
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory, movielens_dir):
     """MovieLens cut to its first 20 users (about 2,400 ratings, 1,500 movies) and a config
-    with small models (one ALS point, one NeuMF epoch) and absolute paths."""
+    with absolute paths."""
     root = tmp_path_factory.mktemp("airflow_tiny")
     data = root / "data"
     n_users = write_movielens_subset(movielens_dir, data, max_user_id=20)
@@ -132,20 +140,19 @@ def tiny_config(tmp_path_factory, movielens_dir):
         "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"}},
         "mlflow": {"tracking_uri": f"sqlite:///{root}/mlflow.db"},
         "ingest": {"preset": "ml-latest-small", "data_dir": str(data)},
-        "als": {"max_iter": 5, "grid": {"implicit_prefs": [True], "rank": [8], "reg_param": [0.1], "alpha": [1.0]}},
-        "deep": {"models": ["neumf"], "epochs": 1, "hybrid_sources": ["als", "item_item", "content", "popularity", "neumf"]},
-        "content": {"cold_item_ratio": 0.0, "cold_user_ratio": 0.0},
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path, n_users
 
 
-def test_airflow_dags_test_runs_the_nightly_end_to_end(airflow_env, tiny_config, spark):
+def test_airflow_dags_test_runs_the_nightly_with_real_spark_submits(airflow_env, tiny_config, dag_description, spark):
     config_path, n_users = tiny_config
+    skipped = sorted(set(dag_description["tasks"]) - set(SUBMITTED_TASKS))
     done = subprocess.run(
-        [AIRFLOW_BIN / "airflow", "dags", "test", DAG_ID, LOGICAL_DATE, "-c", json.dumps({"config": str(config_path)})],
-        env=airflow_env, capture_output=True, text=True, timeout=1500,
+        [AIRFLOW_BIN / "airflow", "dags", "test", DAG_ID, LOGICAL_DATE, "-c", json.dumps({"config": str(config_path)}),
+         "--mark-success-pattern", "^(" + "|".join(skipped) + ")$"],
+        env=airflow_env, capture_output=True, text=True, timeout=900,
     )
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-5000:]
@@ -153,8 +160,9 @@ def test_airflow_dags_test_runs_the_nightly_end_to_end(airflow_env, tiny_config,
     assert "state=failed" not in log and "up_for_retry" not in log
     config = load_config(config_path)
     tables = DeltaTables.from_config(spark, config)
-    published = tables.read("recommendations")
-    assert [str(r["run_date"]) for r in published.select("run_date").distinct().collect()] == [LOGICAL_DATE]
-    assert published.select("user_id").distinct().count() == n_users
-    stages_run = {r["stage"] for r in tables.read("stage_runs").select("stage").distinct().collect()}
-    assert stages_run == set(PIPELINE)
+    runs = tables.read("stage_runs").where(F.col("stage") == F.col("step")).collect()
+    assert {(r["stage"], str(r["run_date"])) for r in runs} == {(task, LOGICAL_DATE) for task in SUBMITTED_TASKS}
+    assert len({r["run_id"] for r in runs}) == len(SUBMITTED_TASKS)  # one spark-submit each
+    split = tables.read("interactions_split")
+    assert split.select("user_id").distinct().count() == n_users
+    assert split.count() == tables.read("interactions_silver").count() > 2000
