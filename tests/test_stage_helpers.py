@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
 from recspark.config import Config, SplitConfig
 from recspark.delta import DeltaTables
-from recspark.evaluation.suite import evaluate_recommendations
+from recspark.evaluation.suite import evaluate_recommendations, evaluate_recommendations_by
 from recspark.featurize.splits import describe_split
 from recspark.stages.common import STAGE_RUNS
 from recspark.stages.evaluate import stage_efficiency
@@ -111,3 +112,27 @@ def test_evaluation_suite_on_a_hand_computed_example(spark):
     assert results["avg_popularity"] == pytest.approx((2 / 3 + 1 / 3 + 1 / 3 + 2 / 3) / 4)
     assert results["diversity"] == pytest.approx(0.5)  # user 0: distance 1; user 1: items 3, 1 identical: 0
     assert results["distributional_coverage"] == pytest.approx(1.5)  # counts 2, 1, 1 of 4 rows
+
+
+def test_grouped_evaluation_equals_evaluating_each_group_alone(spark):
+    # Source a: the lists of the hand-computed example; b: other lists, a user without truth
+    # (7) and truth user 1 missing, so coverage and n_users differ per source.
+    rows = [(0, 1, 1), (0, 2, 2), (0, 3, 3), (1, 3, 1), (1, 1, 2), (1, 4, 3)]
+    recs = spark.createDataFrame(
+        [(u, i, r, "a") for u, i, r in rows] + [(0, 2, 1, "b"), (0, 4, 2, "b"), (7, 1, 1, "b"), (7, 2, 2, "b")],
+        "user_idx int, item_idx int, rank int, source string",
+    )
+    truth = spark.createDataFrame([(0, 2), (1, 3), (2, 4)], "user_idx int, item_idx int")
+    train = spark.createDataFrame([(0, 1), (1, 1), (0, 3), (2, 2)], "user_idx int, item_idx int")
+    vectors = spark.createDataFrame([(1, [1.0, 0.0]), (2, [0.0, 1.0]), (3, [1.0, 0.0]), (4, [1.0, 1.0])],
+                                    "item_idx int, features array<double>")
+    grouped = evaluate_recommendations_by(recs, "source", truth, train, k=2, n_catalog_items=10, item_vectors=vectors)
+    assert set(grouped) == {"a", "b"}
+    for source in ("a", "b"):
+        alone = evaluate_recommendations(recs.where(F.col("source") == source), truth, train, k=2, n_catalog_items=10,
+                                         item_vectors=vectors)
+        assert grouped[source] == pytest.approx(alone, nan_ok=True), source
+    assert grouped["b"]["n_users"] == 1.0 and grouped["b"]["user_coverage"] == pytest.approx(1 / 3)
+    assert grouped["a"]["ndcg@k"] == pytest.approx((1 / np.log2(3) + 1.0) / 2)  # as in the example above
+    # rows within k: 2, 4, 1, 2; item 4 is unseen in training and left out of novelty
+    assert grouped["b"]["novelty"] == pytest.approx((np.log2(3) + np.log2(1.5) + np.log2(3)) / 3)

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recspark.content.recommend import ContentRecommender
-from recspark.evaluation.suite import evaluate_recommendations
+from recspark.evaluation.suite import evaluate_recommendations_by
 from recspark.recommenders.popularity import PopularityRecommender
 
 _HASH_BUCKETS = 10_000
@@ -59,6 +59,17 @@ def near_empty_history(history: DataFrame, cold_users: DataFrame, keep: int) -> 
     )
 
 
+MODEL_COL = "model"
+
+
+def _labelled_lists(content_lists: DataFrame, popularity_lists: DataFrame) -> DataFrame:
+    """Both models' (user_idx, item_idx, rank) lists with a ``model`` column, materialised."""
+    columns = ["user_idx", "item_idx", "rank"]
+    return content_lists.select(*columns, F.lit("content").alias(MODEL_COL)).unionByName(
+        popularity_lists.select(*columns, F.lit("popularity").alias(MODEL_COL))
+    ).localCheckpoint()
+
+
 def cold_start_results(
     history: DataFrame,
     test: DataFrame,
@@ -83,28 +94,26 @@ def cold_start_results(
     results: dict[str, dict[str, float]] = {}
     content = ContentRecommender(k, popularity_shrinkage, half_life_days)
     popularity = PopularityRecommender(k=k)
+
+    def cohort(label: str, cohort_history: DataFrame, users: DataFrame, truth: DataFrame) -> None:
+        """Both models fit on ``cohort_history`` and recommend to ``users``; scored on ``truth``."""
+        lists = _labelled_lists(
+            content.fit(cohort_history, embeddings).recommend(users, seen=cohort_history),
+            popularity.fit(cohort_history).recommend(users, seen=cohort_history),
+        )
+        scored = evaluate_recommendations_by(lists, MODEL_COL, truth, cohort_history, k, n_items, item_vectors)
+        results.update({f"{label}/{model}": values for model, values in scored.items()})
+
     if cold_item_ratio > 0:
         cold_items = pick_share(embeddings, "item_idx", cold_item_ratio, seed)
         warm_history, truth = (frame.localCheckpoint() for frame in cold_item_cohort(history, test, cold_items))
         users = truth.select("user_idx").distinct()
         if users.limit(1).count():
-            lists = {
-                "content": content.fit(warm_history, embeddings).recommend(users, seen=warm_history).localCheckpoint(),
-                "popularity": popularity.fit(warm_history).recommend(users, seen=warm_history).localCheckpoint(),
-            }
-            for model, recs in lists.items():
-                results[f"cold_items/{model}"] = evaluate_recommendations(
-                    recs, truth, warm_history, k, n_items, item_vectors
-                )
+            cohort("cold_items", warm_history, users, truth)
     if cold_user_ratio > 0:
         cold_users = pick_share(history, "user_idx", cold_user_ratio, seed).localCheckpoint()
         reduced = near_empty_history(history, cold_users, cold_user_history).localCheckpoint()
         truth = test.join(cold_users, "user_idx").select("user_idx", "item_idx").localCheckpoint()
         if truth.limit(1).count():
-            lists = {
-                "content": content.fit(reduced, embeddings).recommend(cold_users, seen=reduced).localCheckpoint(),
-                "popularity": popularity.fit(reduced).recommend(cold_users, seen=reduced).localCheckpoint(),
-            }
-            for model, recs in lists.items():
-                results[f"cold_users/{model}"] = evaluate_recommendations(recs, truth, reduced, k, n_items, item_vectors)
+            cohort("cold_users", reduced, cold_users, truth)
     return results

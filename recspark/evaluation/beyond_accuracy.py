@@ -7,6 +7,7 @@ produced for ranking evaluation); ranks and scores are not used.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
@@ -16,8 +17,18 @@ from pyspark.sql import functions as F
 from recspark.evaluation._checks import require_columns, require_same_types
 
 
+# The metric column of the ``*_by`` functions' frames.
+VALUE = "value"
+
+
 def _as_float(value: float | None) -> float:
     return math.nan if value is None else float(value)
+
+
+def _only_value(frame: DataFrame) -> float:
+    """The ``value`` of a ``*_by`` frame computed without groups (NaN when it has no row or null)."""
+    row = frame.first()
+    return math.nan if row is None else _as_float(row[VALUE])
 
 
 def catalog_coverage(
@@ -26,11 +37,19 @@ def catalog_coverage(
     """Share of the catalog recommended to at least one user: distinct recommended items /
     ``n_catalog_items`` (MS Recommenders' ``catalog_coverage``, with the catalog size given
     instead of taken from the training frame). Null items are not counted."""
+    require_columns(recommendations, [item_col], "recommendations")
+    return _only_value(catalog_coverage_by(recommendations, [], n_catalog_items, item_col))
+
+
+def catalog_coverage_by(
+    recommendations: DataFrame, group_cols: Sequence[str], n_catalog_items: int, item_col: str
+) -> DataFrame:
+    """:func:`catalog_coverage` per group: ``group_cols`` + ``value``."""
     if n_catalog_items < 1:
         raise ValueError(f"n_catalog_items must be positive, got {n_catalog_items}")
-    require_columns(recommendations, [item_col], "recommendations")
-    n_recommended = recommendations.agg(F.countDistinct(item_col)).first()[0]
-    return n_recommended / n_catalog_items
+    return recommendations.groupBy(*group_cols).agg(
+        (F.countDistinct(item_col) / F.lit(float(n_catalog_items))).alias(VALUE)
+    )
 
 
 def distributional_coverage(recommendations: DataFrame, item_col: str = "item_id") -> float:
@@ -42,17 +61,18 @@ def distributional_coverage(recommendations: DataFrame, item_col: str = "item_id
     Computed as ``log2(N) - sum_i c_i log2(c_i) / N`` from per-item counts ``c_i`` (N = sum c_i).
     """
     require_columns(recommendations, [item_col], "recommendations")
+    return _only_value(distributional_coverage_by(recommendations, [], item_col))
+
+
+def distributional_coverage_by(recommendations: DataFrame, group_cols: Sequence[str], item_col: str) -> DataFrame:
+    """:func:`distributional_coverage` per group: ``group_cols`` + ``value`` (null: no rows)."""
     counts = (
         recommendations.where(F.col(item_col).isNotNull())
-        .groupBy(item_col)
+        .groupBy(*group_cols, item_col)
         .agg(F.count(F.lit(1)).cast("double").alias("n"))
     )
-    summary = counts.agg(
-        F.sum("n").alias("total"), F.sum(F.col("n") * F.log2("n")).alias("n_log_n")
-    ).first()
-    if summary["total"] is None:
-        return math.nan
-    return math.log2(summary["total"]) - summary["n_log_n"] / summary["total"]
+    total, n_log_n = F.sum("n"), F.sum(F.col("n") * F.log2("n"))
+    return counts.groupBy(*group_cols).agg((F.log2(total) - n_log_n / total).alias(VALUE))
 
 
 def item_popularity(
@@ -94,13 +114,17 @@ def novelty(
         recommendations, train_interactions, [item_col], "recommendations", "train_interactions"
     )
     popularity = item_popularity(train_interactions, user_col, item_col)
-    value = (
-        recommendations.select(item_col)
+    return _only_value(novelty_by(recommendations, [], popularity, item_col))
+
+
+def novelty_by(recommendations: DataFrame, group_cols: Sequence[str], popularity: DataFrame, item_col: str) -> DataFrame:
+    """:func:`novelty` per group, given :func:`item_popularity`: ``group_cols`` + ``value``."""
+    return (
+        recommendations.select(*group_cols, item_col)
         .join(popularity, item_col, "inner")
-        .agg(F.avg(-F.log2("popularity")))
-        .first()[0]
+        .groupBy(*group_cols)
+        .agg(F.avg(-F.log2("popularity")).alias(VALUE))
     )
-    return _as_float(value)
 
 
 def average_recommendation_popularity(
@@ -121,13 +145,20 @@ def average_recommendation_popularity(
         recommendations, train_interactions, [item_col], "recommendations", "train_interactions"
     )
     popularity = item_popularity(train_interactions, user_col, item_col)
-    value = (
-        recommendations.select(item_col)
+    return _only_value(average_recommendation_popularity_by(recommendations, [], popularity, item_col))
+
+
+def average_recommendation_popularity_by(
+    recommendations: DataFrame, group_cols: Sequence[str], popularity: DataFrame, item_col: str
+) -> DataFrame:
+    """:func:`average_recommendation_popularity` per group, given :func:`item_popularity`:
+    ``group_cols`` + ``value``."""
+    return (
+        recommendations.select(*group_cols, item_col)
         .join(popularity, item_col, "left")
-        .agg(F.avg(F.coalesce("popularity", F.lit(0.0))))
-        .first()[0]
+        .groupBy(*group_cols)
+        .agg(F.avg(F.coalesce("popularity", F.lit(0.0))).alias(VALUE))
     )
-    return _as_float(value)
 
 
 def _unit_vectors(
@@ -166,20 +197,30 @@ def intra_list_diversity(
     require_columns(recommendations, [user_col, item_col], "recommendations")
     require_columns(item_vectors, [item_col, vector_col], "item_vectors")
     require_same_types(recommendations, item_vectors, [item_col], "recommendations", "item_vectors")
+    return _only_value(intra_list_diversity_by(recommendations, [], item_vectors, vector_col, user_col, item_col))
+
+
+def intra_list_diversity_by(
+    recommendations: DataFrame, group_cols: Sequence[str], item_vectors: DataFrame, vector_col: str, user_col: str,
+    item_col: str,
+) -> DataFrame:
+    """:func:`intra_list_diversity` per group (each group's lists are its users' rows):
+    ``group_cols`` + ``value``."""
+    list_key = [*group_cols, user_col]
     listed = (
-        recommendations.select(user_col, item_col)
+        recommendations.select(*list_key, item_col)
         .distinct()
         .join(F.broadcast(_unit_vectors(item_vectors, item_col, vector_col)), item_col, "inner")
     )
-    left = listed.select(user_col, F.col(item_col).alias("_item_a"), F.col("_unit").alias("_a"))
-    right = listed.select(user_col, F.col(item_col).alias("_item_b"), F.col("_unit").alias("_b"))
+    left = listed.select(*list_key, F.col(item_col).alias("_item_a"), F.col("_unit").alias("_a"))
+    right = listed.select(*list_key, F.col(item_col).alias("_item_b"), F.col("_unit").alias("_b"))
     cosine = F.aggregate(
         F.zip_with("_a", "_b", lambda x, y: x * y), F.lit(0.0), lambda total, xy: total + xy
     )
     per_user = (
-        left.join(right, user_col, "inner")
+        left.join(right, list_key, "inner")
         .where(F.col("_item_a") < F.col("_item_b"))
-        .groupBy(user_col)
+        .groupBy(*list_key)
         .agg(F.avg(1.0 - cosine).alias("_diversity"))
     )
-    return _as_float(per_user.agg(F.avg("_diversity")).first()[0])
+    return per_user.groupBy(*group_cols).agg(F.avg("_diversity").alias(VALUE))

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import math
 from numbers import Integral
+from typing import Any
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Row, Window
 from pyspark.sql import functions as F
 
 from recspark.evaluation._checks import require_columns, require_same_types
@@ -57,6 +58,8 @@ _DCG_AT_K = "_dcg_at_k"
 _PRECISION_SUM_AT_K = "_precision_sum_at_k"
 _PRECISION_SUM = "_precision_sum"
 _FIRST_HIT_POSITION = "_first_hit_position"
+_KEY = "_group_user"
+_GROUP = "_group"
 
 
 def _discount(position: Column) -> Column:
@@ -167,7 +170,20 @@ def user_ranking_metrics(
     _check_inputs(
         recommendations, truth, k, user_col, item_col, rank_col, relevance_col, relevance_threshold
     )
-    k = int(k)
+    return _user_metrics(recommendations, truth, int(k), user_col, item_col, rank_col, relevance_col, relevance_threshold)
+
+
+def _user_metrics(
+    recommendations: DataFrame,
+    truth: DataFrame,
+    k: int,
+    user_col: str,
+    item_col: str,
+    rank_col: str,
+    relevance_col: str | None,
+    relevance_threshold: float | None,
+) -> DataFrame:
+    """:func:`user_ranking_metrics` without the input checks."""
     relevant = relevant_items(truth, user_col, item_col, relevance_col, relevance_threshold)
     relevant_counts = relevant.groupBy(user_col).agg(F.count(F.lit(1)).alias("n_relevant"))
     lists = _list_statistics(recommendations, relevant, k, user_col, item_col, rank_col)
@@ -236,12 +252,57 @@ def ranking_metrics(
     per_user = user_ranking_metrics(
         recommendations, truth, k, user_col, item_col, rank_col, relevance_col, relevance_threshold
     )
+    return _ranking_result(_ranking_summary(per_user, []).first())
+
+
+def ranking_metrics_by(
+    recommendations: DataFrame,
+    group_col: str,
+    truth: DataFrame,
+    k: int,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    rank_col: str = "rank",
+    relevance_col: str | None = None,
+    relevance_threshold: float | None = None,
+) -> dict[Any, dict[str, float]]:
+    """:func:`ranking_metrics` of every ``group_col`` value of ``recommendations`` (e.g. each
+    source of a candidates table) against the same ``truth``, in one Spark job: group value ->
+    result. Same as calling :func:`ranking_metrics` on each group's rows."""
+    _check_inputs(recommendations, truth, k, user_col, item_col, rank_col, relevance_col, relevance_threshold)
+    require_columns(recommendations, [group_col], "recommendations")
+    groups = recommendations.select(F.col(group_col).alias(_GROUP)).where(F.col(_GROUP).isNotNull()).distinct()
+    truth_columns = [item_col] + ([relevance_col] if relevance_col else [])
+    known_user = F.col(user_col).isNotNull()
+    keyed_truth = truth.where(known_user).crossJoin(F.broadcast(groups)).select(
+        _group_key(_GROUP, user_col), *truth_columns
+    )
+    keyed_recommendations = recommendations.where(known_user & F.col(group_col).isNotNull()).select(
+        _group_key(group_col, user_col), item_col, rank_col
+    )
+    per_user = _user_metrics(
+        keyed_recommendations, keyed_truth, int(k), _KEY, item_col, rank_col, relevance_col, relevance_threshold
+    )
+    summary = _ranking_summary(per_user.withColumn(_GROUP, F.col(f"{_KEY}.group")), [_GROUP])
+    return {row[_GROUP]: _ranking_result(row) for row in summary.collect()}
+
+
+def _group_key(group_col: str, user_col: str) -> Column:
+    """(group, user) as one struct column: the "user" of a grouped evaluation."""
+    return F.struct(F.col(group_col).alias("group"), F.col(user_col).alias("user")).alias(_KEY)
+
+
+def _ranking_summary(per_user: DataFrame, group_cols: list[str]) -> DataFrame:
+    """Per group (one row without groups): users in both frames, truth users and metric means."""
     in_both = F.col("in_truth") & F.col("in_recommendations")
-    summary = per_user.agg(
+    return per_user.groupBy(*group_cols).agg(
         F.count(F.when(in_both, True)).alias("n_users"),
         F.count(F.when(F.col("in_truth"), True)).alias("n_truth_users"),
         *[F.avg(name).alias(name) for name in RANKING_METRIC_KEYS],
-    ).first()
+    )
+
+
+def _ranking_result(summary: Row) -> dict[str, float]:
     result = {key: _as_float(summary[name]) for name, key in RANKING_METRIC_KEYS.items()}
     n_users, n_truth_users = summary["n_users"], summary["n_truth_users"]
     result["n_users"] = float(n_users)

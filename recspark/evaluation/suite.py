@@ -1,17 +1,27 @@
 """All offline metrics of one model's top-k lists in one call (the ``evaluate`` stage's unit)."""
 from __future__ import annotations
 
+from typing import Any
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from recspark.evaluation._checks import require_columns, require_same_types
 from recspark.evaluation.beyond_accuracy import (
+    VALUE,
     average_recommendation_popularity,
+    average_recommendation_popularity_by,
     catalog_coverage,
+    catalog_coverage_by,
     distributional_coverage,
+    distributional_coverage_by,
     intra_list_diversity,
+    intra_list_diversity_by,
+    item_popularity,
     novelty,
+    novelty_by,
 )
-from recspark.evaluation.ranking import ranking_metrics
+from recspark.evaluation.ranking import ranking_metrics, ranking_metrics_by
 
 
 def evaluate_recommendations(
@@ -46,3 +56,46 @@ def evaluate_recommendations(
         return results
     finally:
         top_k.unpersist()
+
+
+def evaluate_recommendations_by(
+    recommendations: DataFrame,
+    group_col: str,
+    truth: DataFrame,
+    train_interactions: DataFrame,
+    k: int,
+    n_catalog_items: int,
+    item_vectors: DataFrame | None = None,
+    vector_col: str = "features",
+    user_col: str = "user_idx",
+    item_col: str = "item_idx",
+    rank_col: str = "rank",
+) -> dict[Any, dict[str, float]]:
+    """:func:`evaluate_recommendations` of every ``group_col`` value of ``recommendations`` (e.g.
+    each source of the candidates table) against the same ``truth``: group value -> the same
+    metrics. One Spark job per metric family for all groups, instead of one per group."""
+    require_columns(recommendations, [group_col, user_col, item_col, rank_col], "recommendations")
+    require_same_types(recommendations, train_interactions, [item_col], "recommendations", "train_interactions")
+    if item_vectors is not None:
+        require_same_types(recommendations, item_vectors, [item_col], "recommendations", "item_vectors")
+    top_k = recommendations.where(F.col(rank_col) <= k).select(group_col, user_col, item_col, rank_col).cache()
+    popularity = item_popularity(train_interactions, user_col, item_col).cache()
+    groups = [group_col]
+    try:
+        results = ranking_metrics_by(top_k, group_col, truth, k, user_col, item_col, rank_col)
+        frames = {
+            "catalog_coverage": catalog_coverage_by(top_k, groups, n_catalog_items, item_col),
+            "distributional_coverage": distributional_coverage_by(top_k, groups, item_col),
+            "novelty": novelty_by(top_k, groups, popularity, item_col),
+            "avg_popularity": average_recommendation_popularity_by(top_k, groups, popularity, item_col),
+        }
+        if item_vectors is not None:
+            frames["diversity"] = intra_list_diversity_by(top_k, groups, item_vectors, vector_col, user_col, item_col)
+        for name, frame in frames.items():
+            values = {row[group_col]: row[VALUE] for row in frame.collect()}
+            for group, metrics in results.items():
+                metrics[name] = float("nan") if values.get(group) is None else float(values[group])
+        return results
+    finally:
+        top_k.unpersist()
+        popularity.unpersist()

@@ -4,6 +4,8 @@ Every candidate source is cut at ``evaluation.k`` and scored against the test pa
 ``interactions_split`` (every test pair relevant; seen = the non-test pairs, already excluded
 by the candidates stage): ranking metrics, catalog and distributional coverage, novelty,
 popularity bias and genre diversity (cosine distance of ``item_features.genre_multi_hot``).
+All sources are scored together, one Spark job per metric family grouped by source
+(:func:`recspark.evaluation.suite.evaluate_recommendations_by`), not one pass per source.
 When the ALS model is explicit (``item_factors`` commit metadata) its RMSE/MAE on rated test
 pairs is added. Efficiency rows (``model = "stage:<step>"``, metrics ``wall_time_s`` and
 ``peak_rss_mib``) come from the latest ``stage_runs`` row of each stage step of this run date.
@@ -28,7 +30,7 @@ from recspark.content.cold_start import cold_start_results
 from recspark.delta import DeltaTables
 from recspark.evaluation import comparison_table, metrics_frame, metrics_rows, rating_metrics
 from recspark.evaluation.report import METRICS, metric_bar_chart
-from recspark.evaluation.suite import evaluate_recommendations
+from recspark.evaluation.suite import evaluate_recommendations_by
 from recspark.featurize.splits import describe_split
 from recspark.stages.common import StageContext
 from recspark.tracking import StageRun
@@ -92,14 +94,10 @@ def run_evaluate(
     genres = tables.read("item_features").select(
         "item_idx", F.col("genre_multi_hot").cast("array<double>").alias("features")
     )
-    rows = []
     sources = sorted(r["source"] for r in candidates.select("source").distinct().collect())
-    for source in sources:
-        with ctx.measure(f"evaluate.{source}"):
-            results = evaluate_recommendations(
-                candidates.where(F.col("source") == source), truth, history, k, n_items, genres
-            )
-        rows += metrics_rows(results, source, k, protocol, dataset, ctx.run_id)
+    with ctx.measure("evaluate.sources"):
+        by_source = evaluate_recommendations_by(candidates, "source", truth, history, k, n_items, genres)
+    rows = [row for source in sources for row in metrics_rows(by_source[source], source, k, protocol, dataset, ctx.run_id)]
     if _explicit_als(tables) and "als" in sources:
         rated = truth.where(F.col("rating").isNotNull())
         factors_u = tables.read("user_factors").withColumnRenamed("features", "_u")
