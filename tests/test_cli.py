@@ -17,6 +17,7 @@ def test_every_stage_resolves_to_a_stage_function():
 
 
 def test_importing_the_cli_loads_no_stage_heavy_module():
-    probe = "import sys, recspark.cli; print(sorted(m for m in ('torch', 'petastorm', 'sentence_transformers') if m in sys.modules))"
+    heavy = ("torch", "petastorm", "sentence_transformers")
+    probe = f"import sys, recspark.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -224,7 +224,9 @@ def test_blend_is_the_weighted_sum_of_normalised_scores(spark):
 
 
 def test_hybrid_tuning_fails_clearly_without_validation_candidates(spark):
-    normalised = spark.createDataFrame([(0, 1, "a", 1.0)], "user_idx int, item_idx int, source string, norm_score double")
+    normalised = spark.createDataFrame(
+        [(0, 1, "a", 1.0)], "user_idx int, item_idx int, source string, norm_score double"
+    )
     truth = spark.createDataFrame([(5, 1)], "user_idx int, item_idx int")
     with pytest.raises(ValueError, match="cannot tune the hybrid"):
         tune_blend_weights(normalised, truth, ["a"], [1.0], k=2)

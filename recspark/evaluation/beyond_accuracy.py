@@ -117,7 +117,9 @@ def novelty(
     return _only_value(novelty_by(recommendations, [], popularity, item_col))
 
 
-def novelty_by(recommendations: DataFrame, group_cols: Sequence[str], popularity: DataFrame, item_col: str) -> DataFrame:
+def novelty_by(
+    recommendations: DataFrame, group_cols: Sequence[str], popularity: DataFrame, item_col: str
+) -> DataFrame:
     """:func:`novelty` per group, given :func:`item_popularity`: ``group_cols`` + ``value``."""
     return (
         recommendations.select(*group_cols, item_col)

@@ -170,7 +170,9 @@ def user_ranking_metrics(
     _check_inputs(
         recommendations, truth, k, user_col, item_col, rank_col, relevance_col, relevance_threshold
     )
-    return _user_metrics(recommendations, truth, int(k), user_col, item_col, rank_col, relevance_col, relevance_threshold)
+    return _user_metrics(
+        recommendations, truth, int(k), user_col, item_col, rank_col, relevance_col, relevance_threshold
+    )
 
 
 def _user_metrics(

@@ -97,7 +97,9 @@ def run_evaluate(
     sources = sorted(r["source"] for r in candidates.select("source").distinct().collect())
     with ctx.measure("evaluate.sources"):
         by_source = evaluate_recommendations_by(candidates, "source", truth, history, k, n_items, genres)
-    rows = [row for source in sources for row in metrics_rows(by_source[source], source, k, protocol, dataset, ctx.run_id)]
+    rows = [
+        row for source in sources for row in metrics_rows(by_source[source], source, k, protocol, dataset, ctx.run_id)
+    ]
     if _explicit_als(tables) and "als" in sources:
         rated = truth.where(F.col("rating").isNotNull())
         factors_u = tables.read("user_factors").withColumnRenamed("features", "_u")
