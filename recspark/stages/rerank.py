@@ -35,8 +35,6 @@ from recspark.deep.models import MODEL_NAMES
 from recspark.deep.scoring import blend, deep_rerank, normalised_scores, tune_blend_weights
 from recspark.deep.training import load_checkpoint
 from recspark.delta import DeltaTables
-from recspark.recommenders.als import ALSRecommender
-from recspark.recommenders.item_similarity import ItemSimilarity
 from recspark.stages.candidates import (
     SOURCES,
     als_candidates,
@@ -47,7 +45,8 @@ from recspark.stages.candidates import (
     require_item_embeddings,
 )
 from recspark.stages.common import StageContext, require_known_names
-from recspark.stages.train_als import factor_params
+from recspark.stages.similarity import similarity_estimator
+from recspark.stages.train_als import als_estimator, factor_params
 from recspark.stages.train_deep import checkpoint_path, validation_frames
 from recspark.tracking import StageRun
 
@@ -76,19 +75,14 @@ def validation_candidates(config: Config, tables: DeltaTables, fit_rows: DataFra
     models refit on ``fit_rows`` (interactions_split rows), with ``fit_rows`` as the seen
     history; ``candidates.n`` per user and source."""
     n, history = config.candidates.n, fit_rows.select("user_idx", "item_idx", "event_ts")
-    sc = config.similarity
 
     def als() -> DataFrame:
-        model = ALSRecommender(
-            checkpoint_interval=config.als.checkpoint_interval, implicit_rating_col=config.als.implicit_rating_col,
-            **factor_params(tables),
-        ).fit(fit_rows)
+        model = als_estimator(config.als).copy(**factor_params(tables)).fit(fit_rows)
         return als_candidates(model.user_factors, model.item_factors, history, n)
 
     def item_item() -> DataFrame:
-        estimator = ItemSimilarity(metric=sc.metric, min_support=sc.min_support, top_n=sc.top_n,
-                                   max_items_per_user=sc.max_items_per_user, seed=sc.seed)
-        return item_item_candidates(estimator.fit(fit_rows).similarities, history, n)
+        similarities = similarity_estimator(config.similarity).fit(fit_rows).similarities
+        return item_item_candidates(similarities, history, n)
 
     builders = {
         "als": als,
@@ -126,7 +120,8 @@ def run_rerank(
     fit_rows = fit_rows.cache()
     refit = [s for s in SOURCES if s in hybrid_sources or (deep_sources and s in retrieval)]
     with ctx.measure("rerank.validation_candidates"):
-        validation_parts = [validation_candidates(config, tables, fit_rows, refit)]
+        retrieval_validation = validation_candidates(config, tables, fit_rows, refit)
+    validation_parts = [retrieval_validation]
 
     def write(part: DataFrame, source: str) -> None:
         tables.write(part, "candidates", partition_by=["source"], replace_partition={"source": source},
@@ -137,7 +132,7 @@ def run_rerank(
         with ctx.measure(f"rerank.{name}"):
             ranked = deep_rerank(tables.read("candidates"), retrieval, model, n, dc.scoring_batch_size, dc.device)
             write(ranked_candidates(ranked, name).withColumn("run_date", F.lit(ctx.run_date)).localCheckpoint(), name)
-            validation_ranked = deep_rerank(validation_parts[0], retrieval, model, n, dc.scoring_batch_size, dc.device)
+            validation_ranked = deep_rerank(retrieval_validation, retrieval, model, n, dc.scoring_batch_size, dc.device)
             validation_parts.append(ranked_candidates(validation_ranked, name).localCheckpoint())
     fit_rows.unpersist()
     with ctx.measure("rerank.hybrid"):

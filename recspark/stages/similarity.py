@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config
+from recspark.config import Config, SimilarityConfig
 from recspark.delta import DeltaTables
 from recspark.recommenders.item_similarity import ItemSimilarity
 from recspark.stages.common import StageContext
@@ -33,16 +33,21 @@ class SimilarityCounts:
     mean_neighbours: float
 
 
+def similarity_estimator(sc: SimilarityConfig) -> ItemSimilarity:
+    """The co-occurrence estimator of ``similarity.*`` (also refit by the rerank stage)."""
+    return ItemSimilarity(
+        metric=sc.metric, min_support=sc.min_support, top_n=sc.top_n,
+        max_items_per_user=sc.max_items_per_user, seed=sc.seed,
+    )
+
+
 def run_similarity(
     spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
 ) -> SimilarityCounts:
     sc = config.similarity
     tracker.log_params({f"similarity.{key}": value for key, value in vars(sc).items()})
     history = tables.read("interactions_split").where(F.col("split") != "test")
-    estimator = ItemSimilarity(
-        metric=sc.metric, min_support=sc.min_support, top_n=sc.top_n,
-        max_items_per_user=sc.max_items_per_user, seed=sc.seed,
-    )
+    estimator = similarity_estimator(sc)
     with ctx.measure("similarity.fit"):
         similarities = estimator.fit(history).similarities.withColumn(
             "method", F.lit(COOCCURRENCE_METHOD)

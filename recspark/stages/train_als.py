@@ -22,7 +22,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config, SplitConfig
+from recspark.config import AlsConfig, Config, SplitConfig
 from recspark.delta import DeltaTables
 from recspark.featurize.splits import random_stratified_split
 from recspark.recommenders.als import ALSRecommender, search_als
@@ -72,6 +72,15 @@ def factor_params(tables: DeltaTables) -> dict[str, Any]:
     return {name: parse(metadata[f"recspark.als.{name}"]) for name, parse in _PARAM_PARSERS.items()}
 
 
+def als_estimator(ac: AlsConfig) -> ALSRecommender:
+    """The ALS estimator of ``als.*`` before the searched params (rank, reg_param, alpha,
+    implicit_prefs) are set; the rerank stage copies it with :func:`factor_params`."""
+    return ALSRecommender(
+        max_iter=ac.max_iter, seed=ac.seed, nonnegative=ac.nonnegative,
+        checkpoint_interval=ac.checkpoint_interval, implicit_rating_col=ac.implicit_rating_col,
+    )
+
+
 def tuning_frames(split: DataFrame, tuning_ratio: float, seed: int) -> tuple[DataFrame, DataFrame]:
     """(tuning train, validation) from ``interactions_split``: its validation pairs when it has
     any, otherwise a seeded per-user ``tuning_ratio`` share of its train pairs."""
@@ -94,10 +103,7 @@ def run_train_als(
     split = tables.read("interactions_split")
     tuning_train, validation = tuning_frames(split, ac.tuning_ratio, config.featurize.split.seed + 1)
     tuning_train, validation = tuning_train.cache(), validation.cache()
-    base = ALSRecommender(
-        max_iter=ac.max_iter, seed=ac.seed, nonnegative=ac.nonnegative,
-        checkpoint_interval=ac.checkpoint_interval, implicit_rating_col=ac.implicit_rating_col,
-    )
+    base = als_estimator(ac)
     metric = ac.selection_metric
     with ctx.measure("als.search"):
         search = search_als(tuning_train, validation, dataclasses.asdict(ac.grid), base, k, metric)
