@@ -78,7 +78,7 @@ def spark_lsh(items: np.ndarray, queries: np.ndarray, n: int, threshold: float, 
     from pyspark.sql import types as T
 
     from recspark.config import SparkConfig
-    from recspark.session import build_spark_session
+    from recspark.io.session import build_spark_session
 
     spark = build_spark_session(SparkConfig(master="local[2]", app_name="bench-ann", log_level="ERROR",
                                             conf={"spark.driver.memory": "4g", "spark.sql.shuffle.partitions": "8"}))

@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 
 from recspark import synthetic
 from recspark.config import GenerateConfig, SparkConfig
-from recspark.session import build_spark_session
+from recspark.io.session import build_spark_session
 
 WARM_UP_ROWS = 20_000
 REPEATS = 3

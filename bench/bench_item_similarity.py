@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from recspark.config import SparkConfig
 from recspark.featurize.ids import assign_stable_index
 from recspark.recommenders.item_similarity import NEIGHBOR_COL, ItemSimilarity
-from recspark.session import build_spark_session
+from recspark.io.session import build_spark_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOVIELENS_RATINGS = REPO_ROOT / "data" / "ml-latest-small" / "ratings.csv"

@@ -33,8 +33,8 @@ from recspark.deep.examples import training_examples
 from recspark.deep.models import build_model
 from recspark.deep.ranking import score_pairs
 from recspark.deep.scoring import score_pairs_frame
-from recspark.petastorm_io import delete_converter, make_converter, shard_batches
-from recspark.session import build_spark_session
+from recspark.io.petastorm import delete_converter, make_converter, shard_batches
+from recspark.io.session import build_spark_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RATINGS = REPO_ROOT / "data" / "ml-latest-small" / "ratings.csv"

@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 
 from recspark.config import SparkConfig
 from recspark.recommenders.topk import DEFAULT_BLOCK_SIZE, top_k_by_dot_product
-from recspark.session import build_spark_session
+from recspark.io.session import build_spark_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RATINGS = REPO_ROOT / "data" / "ml-latest-small" / "ratings.csv"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from itertools import groupby
 
-from recspark.delta import DeltaTableError, active_files
+from recspark.io.delta import DeltaTableError, active_files
 
 # Delta primitive type name -> DuckDB type, for partition columns (the only values taken from
 # the log rather than from Parquet).
@@ -50,7 +50,7 @@ def _sql_string(value: str) -> str:
 def duckdb_view_sql(location: str, version: int | None = None) -> str:
     """A DuckDB ``SELECT`` returning the Delta table at ``location`` (latest or ``version``),
     columns in table order. A table with no data files (an empty quarantine, say) gives an empty
-    typed result. Raises :class:`~recspark.delta.DeltaTableError` where a column DuckDB must type
+    typed result. Raises :class:`~recspark.io.delta.DeltaTableError` where a column DuckDB must type
     from the log (a partition column, or any column of an empty table) is not a primitive type."""
     snapshot = active_files(location, version)
     types = dict(snapshot.columns)

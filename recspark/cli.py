@@ -18,9 +18,9 @@ from pyspark.errors import AnalysisException
 
 from recspark.bi import duckdb_connection
 from recspark.config import ConfigError, load_config
-from recspark.delta import DeltaTableError, DeltaTables
+from recspark.io.delta import DeltaTableError, DeltaTables
 from recspark.ingest.read import IngestInputError
-from recspark.session import build_spark_session
+from recspark.io.session import build_spark_session
 from recspark.stages.common import new_context, run_stage
 from recspark.stages.ingest import RowAccountingError
 from recspark.stages.publish import QualityGateError

@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class SparkConfig:
-    """How the SparkSession is built (see :mod:`recspark.session`)."""
+    """How the SparkSession is built (see :mod:`recspark.io.session`)."""
 
     master: str | None = "local[*]"  # None: leave it to spark-submit / the cluster
     app_name: str = "recspark"
@@ -37,7 +37,7 @@ class SparkConfig:
 
 @dataclass
 class DeltaConfig:
-    """Which Delta engine writes and reads tables (see :mod:`recspark.delta`)."""
+    """Which Delta engine writes and reads tables (see :mod:`recspark.io.delta`)."""
 
     engine: str = "auto"  # auto | delta-rs | delta-spark
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from recspark.config import SparkConfig
-from recspark.session import build_spark_session
+from recspark.io.session import build_spark_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOVIELENS_DIR = REPO_ROOT / "data" / "ml-latest-small"

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from movielens_subset import write_movielens_subset
 from recspark.cli import PIPELINE
 from recspark.config import load_config
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"

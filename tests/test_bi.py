@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import types as T
 
 from recspark.bi import duckdb_connection, duckdb_view_sql, read_polars
-from recspark.delta import DeltaTableError, DeltaTables
+from recspark.io.delta import DeltaTableError, DeltaTables
 
 SCHEMA = T.StructType(
     [

@@ -29,7 +29,7 @@ from recspark.deep.scoring import (
     weight_grid,
 )
 from recspark.deep.training import TrainSettings
-from recspark.petastorm_io import delete_converter, make_converter, shard_batches
+from recspark.io.petastorm import delete_converter, make_converter, shard_batches
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from deltalake import DeltaTable, QueryBuilder
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.delta import DeltaTableError, DeltaTables, SchemaMismatchError, choose_engine
+from recspark.io.delta import DeltaTableError, DeltaTables, SchemaMismatchError, choose_engine
 
 SCHEMA = T.StructType(
     [

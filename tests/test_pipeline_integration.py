@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from recspark.cli import main
 from recspark.config import load_config
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 
 pytestmark = pytest.mark.integration
 RUN_DATE = "2024-06-01"

@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from recspark.config import Config, SplitConfig
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.evaluation.suite import evaluate_recommendations, evaluate_recommendations_by
 from recspark.featurize.splits import describe_split
 from recspark.stages.common import STAGE_RUNS

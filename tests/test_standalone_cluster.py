@@ -27,7 +27,7 @@ import pyspark
 from movielens_subset import write_movielens_subset
 from recspark.cli import main
 from recspark.config import load_config
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 
 REPO = Path(__file__).resolve().parent.parent
 SPARK_HOME = Path(pyspark.__file__).parent

@@ -6,7 +6,7 @@ import pytest
 
 from recspark.config import MlflowConfig
 from recspark.recommenders.als import ALSRecommender
-from recspark.tracking import stage_run
+from recspark.io.tracking import stage_run
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def train_on_rank(job: TrainJob) -> dict[str, Any]:
     """
     import torch.distributed as dist
 
-    from recspark.petastorm_io import shard_batches
+    from recspark.io.petastorm import shard_batches
 
     backend = "nccl" if torch.cuda.is_available() and job.settings.device != "cpu" else "gloo"
     started_group = "WORLD_SIZE" in os.environ and not dist.is_initialized()

@@ -29,13 +29,13 @@ from pyspark.sql import functions as F
 
 from recspark.config import Config, ContentConfig
 from recspark.content.recommend import ContentRecommender
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.recommenders.item_similarity import ItemSimilarityModel
 from recspark.recommenders.popularity import PopularityRecommender
 from recspark.recommenders.topk import top_k_by_dot_product
 from recspark.stages.common import StageContext, require_known_names
 from recspark.stages.similarity import COOCCURRENCE_METHOD
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

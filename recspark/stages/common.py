@@ -13,10 +13,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from recspark.config import Config
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.evaluation import StageMeasurement, measure_stage
-from recspark.session import build_spark_session
-from recspark.tracking import stage_run
+from recspark.io.session import build_spark_session
+from recspark.io.tracking import stage_run
 
 log = logging.getLogger(__name__)
 

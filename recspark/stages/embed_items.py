@@ -17,9 +17,9 @@ from pyspark.sql import functions as F
 
 from recspark.config import Config
 from recspark.content.embeddings import embed_texts, item_texts, items_to_embed
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.stages.common import StageContext
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

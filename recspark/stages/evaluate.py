@@ -27,13 +27,13 @@ from pyspark.sql import functions as F
 
 from recspark.config import Config
 from recspark.content.cold_start import cold_start_results
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.evaluation import comparison_table, metrics_frame, metrics_rows, rating_metrics
 from recspark.evaluation.report import METRICS, metric_bar_chart
 from recspark.evaluation.suite import evaluate_recommendations_by
 from recspark.featurize.splits import describe_split
 from recspark.stages.common import StageContext
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

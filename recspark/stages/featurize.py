@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from recspark.config import Config
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.featurize import (
     aggregate_user_item,
     attach_indexes,
@@ -26,7 +26,7 @@ from recspark.featurize import (
     user_index,
 )
 from recspark.stages.common import StageContext
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

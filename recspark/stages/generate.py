@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from recspark.config import Config
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.stages.common import StageContext
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 from recspark.synthetic import (
     INTERACTIONS_CSV_COLUMNS,
     ITEMS_CSV_COLUMNS,

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import Config, SourceConfig
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.ingest.dedupe import deduplicate_interactions
 from recspark.ingest.items import build_items, unknown_item_tags_quarantine
 from recspark.ingest.presets import preset_sources
@@ -38,7 +38,7 @@ from recspark.ingest.validate import (
     validate_items,
 )
 from recspark.stages.common import StageContext
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import Config
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.publish import (
     PublishStats,
     attach_because_items,
@@ -37,7 +37,7 @@ from recspark.publish import (
 )
 from recspark.stages.common import StageContext
 from recspark.stages.similarity import COOCCURRENCE_METHOD
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import Config
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.report import ReportInputs, render_report
 from recspark.stages.common import StageContext
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from recspark.config import Config
 from recspark.deep.models import MODEL_NAMES
 from recspark.deep.scoring import blend, deep_rerank, normalised_scores, tune_blend_weights
 from recspark.deep.training import load_checkpoint
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.stages.candidates import (
     SOURCES,
     als_candidates,
@@ -48,7 +48,7 @@ from recspark.stages.common import StageContext, require_known_names
 from recspark.stages.similarity import similarity_estimator
 from recspark.stages.train_als import als_estimator, factor_params
 from recspark.stages.train_deep import checkpoint_path, validation_frames
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

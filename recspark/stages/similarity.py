@@ -16,10 +16,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import Config, SimilarityConfig
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.recommenders.item_similarity import ItemSimilarity
 from recspark.stages.common import StageContext
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

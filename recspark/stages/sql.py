@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from pyspark.sql import DataFrame
 
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 
 
 def register_views(tables: DeltaTables, names: Iterable[str]) -> list[str]:

@@ -23,12 +23,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recspark.config import AlsConfig, Config, SplitConfig
-from recspark.delta import DeltaTables
+from recspark.io.delta import DeltaTables
 from recspark.featurize.splits import random_stratified_split
 from recspark.recommenders.als import ALSRecommender, search_als
 from recspark.recommenders.item_similarity import factor_similarity
 from recspark.stages.common import StageContext
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ from recspark.deep.examples import item_feature_matrix, pairs_array, training_ex
 from recspark.deep.export import export_training_data
 from recspark.deep.models import MODEL_NAMES
 from recspark.deep.training import TrainSettings, save_checkpoint
-from recspark.delta import DeltaTables
-from recspark.petastorm_io import delete_converter, make_converter
+from recspark.io.delta import DeltaTables
+from recspark.io.petastorm import delete_converter, make_converter
 from recspark.stages.common import StageContext, require_known_names
 from recspark.stages.train_als import tuning_frames
-from recspark.tracking import StageRun
+from recspark.io.tracking import StageRun
 
 log = logging.getLogger(__name__)
 
