@@ -1,0 +1,379 @@
+"""EASE (Steck 2019, "Embarrassingly Shallow Autoencoders for Sparse Data"): a closed-form
+item-item model, fitted from a Gram matrix that Spark aggregates and solved on the driver.
+
+With ``X`` the binary users x items interaction matrix, ``G = X^T X`` (``G_ij`` = users with
+both items, ``G_ii`` = users with item i) and ``lambda > 0``::
+
+    P = (G + lambda I)^-1,   B_ij = -P_ij / P_jj (i != j),   B_ii = 0,   score(u, j) = x_u . B[:, j]
+
+Fit:
+
+1. Spark builds ``G`` one row per item, never a row per interaction or per item pair: each
+   user's item array is shipped to every item bucket (``pmod(hash(item), n_buckets)``, with
+   ``spark.sql.shuffle.partitions`` buckets, one task each) holding one of its items; the task
+   counts, for its anchor items, the co-occurrences with every item (``np.bincount`` on a dense
+   anchors x items grid, at most :data:`MAX_GRAM_GRID` cells at a time) and emits each anchor's
+   dense row of ``G``. The work is ``sum over users of n_u^2`` pair entries.
+2. The driver streams those rows in (``toLocalIterator``: one partition at a time) into a dense
+   float32 ``G`` and solves with a Cholesky factorisation in torch, on CUDA when a GPU is
+   present (``EaseSettings.device``), else on the CPU.
+
+Driver memory: ``n_items^2 x 4 bytes x ~3`` (``G``, its Cholesky factor and ``P``, float32;
+``B`` overwrites ``P``): 10k items need about 1.2 GB, 30k items about 10.8 GB. Catalogues above
+``EaseSettings.max_items`` raise :class:`CatalogueTooLarge` (a ValueError) before any of it is
+allocated, so a pipeline can catch it and skip the source. Spark's result limit
+``spark.driver.maxResultSize`` must exceed one partition's rows: ``n_items^2 x 4 / n_buckets``.
+
+Recommend (measured on MovieLens latest-small, ``bench/bench_ease_user_knn.py``): by default
+(``top_n_neighbours=None``) ``B`` is broadcast once and every task scores blocks of users with
+one dense float32 matrix product ``X_block @ B``, exact; the broadcast costs ``n_items^2 x 4``
+bytes per executor Python worker, fine to about 10k items. With ``top_n_neighbours=M`` each row
+``B[i, :]`` keeps its ``M`` largest weights, and recommendations are the join-and-sum of
+:class:`recspark.recommenders.item_similarity.ItemSimilarityModel` (``n_items x M`` rows, no
+broadcast), an approximation that drops the small and negative weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recspark.recommenders.item_similarity import NEIGHBOR_COL, ItemSimilarityModel
+from recspark.recommenders.topk import top_k_of_score_block
+
+USER_COL, ITEM_COL = "user_idx", "item_idx"
+BECAUSE_COL = "because_item_idx"
+DEVICES = ("auto", "cpu", "cuda")
+MAX_GRAM_GRID = 1 << 24  # anchors x items cells one bincount pass holds (8 bytes each)
+SCORE_BLOCK_USERS = 128  # users per dense score block (block x n_items float32)
+RECOMMENDATION_SCHEMA = T.StructType(
+    [
+        T.StructField(USER_COL, T.IntegerType()),
+        T.StructField(ITEM_COL, T.IntegerType()),
+        T.StructField("score", T.DoubleType()),
+        T.StructField("rank", T.IntegerType()),
+        T.StructField(BECAUSE_COL, T.IntegerType()),
+    ]
+)
+
+_ITEMS, _ANCHORS, _KEY, _SEEN = "_items", "_anchors", "_bucket_key", "_seen"
+
+
+class CatalogueTooLarge(ValueError):
+    """The catalogue exceeds ``EaseSettings.max_items``: skip EASE (or raise the limit)."""
+
+
+@dataclass
+class EaseSettings:
+    """EASE hyper-parameters and limits.
+
+    reg_lambda: L2 weight ``lambda`` added to the diagonal of the Gram matrix (> 0); Steck's
+        MovieLens/Netflix optima lie between 200 and 1000 for binary data.
+    max_items: largest catalogue to fit; driver memory is ``max_items^2 x 4 bytes x ~3``.
+    top_n_neighbours: ``None`` scores with the dense ``B`` (exact, broadcast); an integer keeps
+        each item's ``top_n_neighbours`` largest weights and scores by a Spark join.
+    device: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu`` or ``cuda`` for the solve.
+    """
+
+    reg_lambda: float = 500.0
+    max_items: int = 30_000
+    top_n_neighbours: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reg_lambda, bool) or not isinstance(self.reg_lambda, (int, float)):
+            raise ValueError(f"reg_lambda must be a number, got {self.reg_lambda!r}")
+        if not self.reg_lambda > 0:
+            raise ValueError(f"reg_lambda must be > 0, got {self.reg_lambda!r}")
+        _require_positive_int(self.max_items, "max_items")
+        if self.top_n_neighbours is not None:
+            _require_positive_int(self.top_n_neighbours, "top_n_neighbours")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+
+def _require_positive_int(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _require_columns(frame: DataFrame, columns: list[str], frame_name: str) -> None:
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{frame_name} lacks column(s) {missing}; it has {frame.columns}")
+
+
+class Ease:
+    """Estimator (pyspark.ml style) of :class:`EaseModel`; see the module docstring."""
+
+    def __init__(self, settings: EaseSettings | None = None) -> None:
+        self.settings = settings or EaseSettings()
+
+    def fit(self, interactions: DataFrame) -> EaseModel:
+        """Fit on ``interactions`` (``user_idx``, ``item_idx`` integer ids; other columns are
+        ignored, repeated pairs count once, rows with a null id are dropped).
+
+        Raises :class:`CatalogueTooLarge` (a ValueError) when the distinct items exceed
+        ``max_items``, ValueError when there are none.
+        """
+        _require_columns(interactions, [USER_COL, ITEM_COL], "interactions")
+        for name in (USER_COL, ITEM_COL):
+            data_type = interactions.schema[name].dataType
+            if not isinstance(data_type, T.IntegralType):
+                raise ValueError(f"{name} must hold integer ids, got {data_type.simpleString()}")
+        user_items = (
+            interactions.where(F.col(USER_COL).isNotNull() & F.col(ITEM_COL).isNotNull())
+            .groupBy(USER_COL)
+            .agg(F.collect_set(F.col(ITEM_COL).cast("long")).alias(_ITEMS))
+            .cache()
+        )
+        try:
+            item_ids = np.array(
+                sorted(r[0] for r in user_items.select(F.explode(_ITEMS)).distinct().collect()),
+                dtype=np.int64,
+            )
+            self._check_catalogue(item_ids.size)
+            gram = _gram_matrix(user_items, item_ids)
+        finally:
+            user_items.unpersist()
+        weights = ease_weights(gram, self.settings.reg_lambda, _torch_device(self.settings.device))
+        return EaseModel(item_ids, weights, self.settings)
+
+    def _check_catalogue(self, n_items: int) -> None:
+        if n_items == 0:
+            raise ValueError("interactions hold no (user_idx, item_idx) pair")
+        if n_items > self.settings.max_items:
+            gib = 3 * 4 * n_items**2 / 2**30
+            raise CatalogueTooLarge(
+                f"EASE needs a dense {n_items} x {n_items} solve (about {gib:.1f} GiB on the "
+                f"driver) and max_items is {self.settings.max_items}: skipping"
+            )
+
+
+def _torch_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def ease_weights(gram: np.ndarray, reg_lambda: float, device: torch.device) -> np.ndarray:
+    """EASE's ``B`` (float32 numpy, zero diagonal) from a dense Gram matrix.
+
+    ``gram`` (n x n float32, symmetric) is overwritten on the CPU (its diagonal gets
+    ``reg_lambda``). ``P`` comes from a Cholesky factorisation and ``cholesky_inverse``.
+    """
+    matrix = torch.from_numpy(gram).to(device)
+    matrix.diagonal().add_(reg_lambda)
+    factor = torch.linalg.cholesky(matrix)
+    del matrix
+    weights = torch.cholesky_inverse(factor)
+    del factor
+    weights.div_(-weights.diagonal().clone().unsqueeze(0))  # column j divided by -P_jj
+    weights.diagonal().zero_()
+    return weights.cpu().numpy()
+
+
+def _gram_matrix(user_items: DataFrame, item_ids: np.ndarray) -> np.ndarray:
+    """Dense float32 ``G = X^T X`` of the users' item arrays (``_items``), rows and columns in
+    the order of ``item_ids`` (ascending)."""
+    spark = user_items.sparkSession
+    n_buckets = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    ids = spark.sparkContext.broadcast(item_ids)
+
+    def bucket(item):
+        return F.pmod(F.hash(item), F.lit(n_buckets))
+
+    # One row per (user, bucket among the user's items): the bucket's anchors, all the items,
+    # and a key item of the bucket, so that hash partitioning on the key sends bucket b to task b.
+    per_bucket = user_items.select(
+        _ITEMS, F.explode(F.array_distinct(F.transform(_ITEMS, bucket))).alias("_b")
+    ).select(_ITEMS, F.filter(_ITEMS, lambda item: bucket(item) == F.col("_b")).alias(_ANCHORS))
+    rows = per_bucket.select(F.array_min(_ANCHORS).alias(_KEY), _ANCHORS, _ITEMS)
+
+    def gram_rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _gram_rows(batches, ids.value, MAX_GRAM_GRID)
+
+    gram_frame = rows.repartition(n_buckets, _KEY).mapInArrow(
+        gram_rows, "item long, counts binary"
+    )
+    gram = np.zeros((item_ids.size, item_ids.size), dtype=np.float32)
+    for row in gram_frame.toLocalIterator():
+        gram[np.searchsorted(item_ids, row["item"])] = np.frombuffer(row["counts"], np.float32)
+    ids.unpersist()
+    return gram
+
+
+def _flat_positions(lists: pa.ListArray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in ``item_ids`` of every list element, index of its list)."""
+    values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.searchsorted(item_ids, values), parents
+
+
+def _gram_rows(
+    batches: Iterator[pa.RecordBatch], item_ids: np.ndarray, max_grid: int
+) -> Iterator[pa.RecordBatch]:
+    """The Gram rows of a task's anchor items: ``G[a, j]`` = rows holding both a and j."""
+    batches = [batch for batch in batches if batch.num_rows]
+    if not batches:
+        return
+    table = pa.Table.from_batches(batches).combine_chunks()
+    anchors, anchor_rows = _flat_positions(table.column(_ANCHORS).chunk(0), item_ids)
+    items, item_rows = _flat_positions(table.column(_ITEMS).chunk(0), item_ids)
+    n_items = item_ids.size
+    row_lengths = np.bincount(item_rows, minlength=table.num_rows)
+    row_starts = np.cumsum(row_lengths) - row_lengths  # items come grouped by row, in order
+    distinct_anchors = np.unique(anchors)
+    per_chunk = max(1, max_grid // n_items)
+    for start in range(0, distinct_anchors.size, per_chunk):
+        chunk = distinct_anchors[start : start + per_chunk]
+        entries = np.flatnonzero(np.isin(anchors, chunk))
+        local = np.searchsorted(chunk, anchors[entries])
+        counts = row_lengths[anchor_rows[entries]]
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        partners = items[np.repeat(row_starts[anchor_rows[entries]], counts) + offsets]
+        keys = np.repeat(local, counts) * n_items + partners
+        grid = np.bincount(keys, minlength=chunk.size * n_items).astype(np.float32)
+        grid = grid.reshape(chunk.size, n_items)
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(item_ids[chunk], type=pa.int64()),
+                pa.array([row.tobytes() for row in grid], type=pa.binary()),
+            ],
+            names=["item", "counts"],
+        )
+
+
+class EaseModel:
+    """Fitted EASE: ``item_ids`` (int64, ascending) and ``weights`` ``B`` (float32 n x n, rows
+    and columns in ``item_ids`` order, zero diagonal); ``B[i, j]`` is what history item i adds
+    to item j's score."""
+
+    def __init__(self, item_ids: np.ndarray, weights: np.ndarray, settings: EaseSettings) -> None:
+        self.item_ids = item_ids
+        self.weights = weights
+        self.settings = settings
+
+    def recommend(self, users: DataFrame, n: int, seen: DataFrame) -> DataFrame:
+        """Top ``n`` items for each distinct ``user_idx`` of ``users``.
+
+        ``seen`` (``user_idx``, ``item_idx``): each user's history, both the input ``x_u`` of
+        the scores and the items excluded from the results; history items unknown to the model
+        are ignored and users without a known history item get no rows.
+
+        Output: :data:`RECOMMENDATION_SCHEMA` (``user_idx``, ``item_idx``, ``score`` double,
+        ``rank`` int 1..n, ``because_item_idx``: the history item with the largest weight
+        ``B[i, j]``, ties to the smallest id). Ranking: score descending, ties by item id.
+        """
+        _require_positive_int(n, "n")
+        _require_columns(users, [USER_COL], "users")
+        _require_columns(seen, [USER_COL, ITEM_COL], "seen")
+        history = seen.where(F.col(USER_COL).isNotNull() & F.col(ITEM_COL).isNotNull()).join(
+            users.select(USER_COL).distinct(), USER_COL, "left_semi"
+        )
+        if self.settings.top_n_neighbours is None:
+            return self._recommend_dense(history, n)
+        return self._recommend_sparse(history, n)
+
+    def neighbour_table(self, spark: SparkSession, top_n: int) -> DataFrame:
+        """(``item_idx``, :data:`NEIGHBOR_COL`, ``score`` double, ``support`` long null): each
+        item's ``top_n`` largest weights ``B[i, j]`` (ties by neighbour id), an
+        :class:`ItemSimilarityModel` similarity table."""
+        rows, cols = _top_weights(self.weights, top_n)
+        table = pa.table(
+            {
+                ITEM_COL: pa.array(self.item_ids[rows].astype(np.int32)),
+                NEIGHBOR_COL: pa.array(self.item_ids[cols].astype(np.int32)),
+                "score": pa.array(self.weights[rows, cols].astype(np.float64)),
+            }
+        )
+        return spark.createDataFrame(table.to_pandas()).withColumn(
+            "support", F.lit(None).cast("long")
+        )
+
+    def _recommend_sparse(self, history: DataFrame, n: int) -> DataFrame:
+        table = self.neighbour_table(history.sparkSession, self.settings.top_n_neighbours)
+        lists = ItemSimilarityModel(table, USER_COL, ITEM_COL).recommend(
+            history.select(USER_COL, ITEM_COL), k=n
+        )
+        return lists.select(
+            F.col(USER_COL).cast("int"),
+            F.col(ITEM_COL).cast("int"),
+            "score",
+            "rank",
+            F.col("because_item").cast("int").alias(BECAUSE_COL),
+        )
+
+    def _recommend_dense(self, history: DataFrame, n: int) -> DataFrame:
+        spark = history.sparkSession
+        model = spark.sparkContext.broadcast((self.item_ids, self.weights))
+        queries = history.groupBy(USER_COL).agg(
+            F.collect_set(F.col(ITEM_COL).cast("long")).alias(_SEEN)
+        )
+
+        def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            item_ids, weights = model.value
+            for batch in batches:
+                for start in range(0, batch.num_rows, SCORE_BLOCK_USERS):
+                    block = batch.slice(start, SCORE_BLOCK_USERS)
+                    result = _score_block(block, item_ids, weights, n)
+                    if result is not None:
+                        yield result
+
+        parallelism = spark.sparkContext.defaultParallelism
+        return queries.coalesce(parallelism).mapInArrow(score, RECOMMENDATION_SCHEMA)
+
+
+def _top_weights(weights: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of each row's ``top_n`` largest off-diagonal weights, ties by column."""
+    masked = weights.copy()
+    np.fill_diagonal(masked, -np.inf)
+    rows, cols, _, _ = top_k_of_score_block(masked, top_n)
+    return rows, cols
+
+
+def _score_block(
+    block: pa.RecordBatch, item_ids: np.ndarray, weights: np.ndarray, n: int
+) -> pa.RecordBatch | None:
+    """Top ``n`` unseen items of a block of (user, seen items) rows, with their because-item."""
+    seen = block.column(_SEEN)
+    seen_ids = seen.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    parents = pc.list_parent_indices(seen).to_numpy(zero_copy_only=False).astype(np.int64)
+    positions = np.minimum(np.searchsorted(item_ids, seen_ids), item_ids.size - 1)
+    known = item_ids[positions] == seen_ids
+    positions, parents = positions[known], parents[known]
+    users = np.unique(parents)
+    if users.size == 0:
+        return None
+    rows = np.searchsorted(users, parents)
+    history = np.zeros((users.size, item_ids.size), dtype=np.float32)
+    history[rows, positions] = 1.0
+    scores = history @ weights
+    scores[rows, positions] = -np.inf
+    top_rows, cols, values, ranks = top_k_of_score_block(scores, n)
+    because = np.empty(top_rows.size, dtype=np.int64)
+    for row in np.unique(top_rows):
+        picks = np.flatnonzero(top_rows == row)
+        own = np.sort(positions[rows == row])  # ascending ids: argmax keeps the smallest on ties
+        because[picks] = own[np.argmax(weights[np.ix_(own, cols[picks])], axis=0)]
+    return pa.RecordBatch.from_arrays(
+        [
+            block.column(USER_COL).take(pa.array(users[top_rows])).cast(pa.int32()),
+            pa.array(item_ids[cols].astype(np.int32)),
+            pa.array(values.astype(np.float64)),
+            pa.array(ranks.astype(np.int32)),
+            pa.array(item_ids[because].astype(np.int32)),
+        ],
+        schema=pa.schema([pa.field(f.name, _arrow_type(f.dataType)) for f in RECOMMENDATION_SCHEMA]),
+    )
+
+
+def _arrow_type(data_type: T.DataType) -> pa.DataType:
+    return {T.IntegerType(): pa.int32(), T.DoubleType(): pa.float64()}[data_type]
