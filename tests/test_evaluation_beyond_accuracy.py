@@ -7,15 +7,19 @@ import math
 import pytest
 from chispa import assert_df_equality
 from pyspark.ml.linalg import Vectors
+from pyspark.sql import functions as F
 
 from recspark.evaluation import (
     average_recommendation_popularity,
     catalog_coverage,
     distributional_coverage,
     intra_list_diversity,
+    item_choice_popularity,
     item_popularity,
     novelty,
+    serendipity,
 )
+from recspark.evaluation.beyond_accuracy import serendipity_by, with_relevance
 
 SCHEMA = "user_id string, item_id string"
 
@@ -122,3 +126,79 @@ def test_intra_list_diversity_without_pairs_is_nan(spark):
     assert math.isnan(intra_list_diversity(recommendations, vectors))
     with pytest.raises(ValueError, match="lacks column"):
         intra_list_diversity(recommendations, vectors, vector_col="embedding")
+
+
+# MS Recommenders' evaluation fixture ``diversity_data`` (tests/unit/recommenders/evaluation/
+# conftest.py) and the values its test_python_evaluation.py asserts.
+MS_TRAIN = [(1, 1), (1, 2), (1, 4), (2, 3), (2, 4), (3, 3), (3, 4), (3, 5)]
+MS_RECOMMENDATIONS = [(1, 3, 1), (1, 5, 0), (2, 2, 1), (2, 5, 1), (3, 1, 1), (3, 2, 0)]
+MS_FEATURES = {
+    1: [0.0, 1.0, 1.0, 0.0, 0.0],
+    2: [0.0, 1.0, 0.0, 1.0, 0.0],
+    3: [0.0, 0.0, 1.0, 1.0, 0.0],
+    4: [0.0, 0.0, 1.0, 0.0, 1.0],
+    5: [0.0, 0.0, 0.0, 1.0, 1.0],
+}
+INT_SCHEMA = "user_id int, item_id int"
+
+
+@pytest.fixture(scope="module")
+def ms_frames(spark):
+    train = spark.createDataFrame(MS_TRAIN, INT_SCHEMA)
+    recommendations = spark.createDataFrame(MS_RECOMMENDATIONS, INT_SCHEMA + ", relevance int")
+    features = spark.createDataFrame(list(MS_FEATURES.items()), "item_id int, features array<double>")
+    return train, recommendations, features
+
+
+def test_choice_novelty_matches_ms_recommenders_fixture(spark, ms_frames):
+    train, recommendations, _ = ms_frames
+    # items 1..5 hold 1, 1, 2, 3, 1 of the 8 pairs: -log2 = 3, 3, 2, 1.41504, 3 (MS: item_novelty)
+    popularity = {r.item_id: -math.log2(r.popularity) for r in item_choice_popularity(train).collect()}
+    assert popularity == pytest.approx({1: 3.0, 2: 3.0, 3: 2.0, 4: math.log2(8 / 3), 5: 3.0}, abs=1e-12)
+    # rows 3, 5, 2, 5, 1, 2: (2 + 3 * 5) / 6 = 2.83333 (MS: novelty)
+    assert novelty(recommendations, train, model="choice") == pytest.approx(17 / 6, abs=1e-12)
+    # discovery model: items 1..5 reach 1, 1, 2, 3, 1 of 3 users
+    discovery = (4 * math.log2(3) + math.log2(3 / 2)) / 6 + math.log2(3) / 6
+    assert novelty(recommendations, train) == pytest.approx(discovery, abs=1e-12)
+    with pytest.raises(ValueError, match="model must be"):
+        novelty(recommendations, train, model="castells")
+
+
+def test_serendipity_matches_ms_recommenders_fixture(ms_frames):
+    train, recommendations, features = ms_frames
+    # MS user_item_serendipity: 0.5, 0, 0.75, 0.5, 2/3, 0; user_serendipity 0.25, 0.625, 1/3
+    expected = (0.25 + 0.625 + 1 / 3) / 3  # MS: 0.4028
+    result = serendipity(recommendations, train, features, relevance_col="relevance")
+    assert result == pytest.approx(expected, abs=1e-12)
+    assert result == pytest.approx(0.4028, abs=1e-4)
+
+
+def test_serendipity_relevance_all_ones_or_from_truth(spark, ms_frames):
+    train, recommendations, features = ms_frames
+    # every item relevant: user 1 (1/2 + 2/3) / 2, user 2 (3/4 + 1/2) / 2, user 3 (2/3 + 2/3) / 2
+    assert serendipity(recommendations, train, features) == pytest.approx(45 / 72, abs=1e-12)
+    # only (1, 3) and (3, 2) relevant: user 1 (1/2) / 2, user 2 0, user 3 (2/3) / 2
+    truth = spark.createDataFrame([(1, 3), (3, 2), (3, 2)], INT_SCHEMA)
+    assert serendipity(recommendations, train, features, truth=truth) == pytest.approx(7 / 36, abs=1e-12)
+    with pytest.raises(ValueError, match="not both"):
+        serendipity(recommendations, train, features, relevance_col="relevance", truth=truth)
+
+
+def test_serendipity_missing_vectors_and_users_without_history(spark, ms_frames):
+    train, _, features = ms_frames
+    # item 6 has no vector: similarity 0 to user 1's history -> 1; user 9 has no history: left out
+    recommendations = spark.createDataFrame([(1, 6), (1, 3), (9, 1)], INT_SCHEMA)
+    assert serendipity(recommendations, train, features) == pytest.approx((1.0 + 0.5) / 2, abs=1e-12)
+    nobody = spark.createDataFrame([(9, 1)], INT_SCHEMA)
+    assert math.isnan(serendipity(nobody, train, features))
+
+
+def test_serendipity_by_groups_equals_each_group_alone(spark, ms_frames):
+    train, recommendations, features = ms_frames
+    grouped = recommendations.withColumn("source", F.when(F.col("user_id") == 2, "b").otherwise("a"))
+    rated = with_relevance(grouped, "user_id", "item_id", relevance_col="relevance")
+    by_group = {
+        row.source: row.value
+        for row in serendipity_by(rated, ["source"], train, features, "features", "user_id", "item_id").collect()
+    }
+    assert by_group == pytest.approx({"a": (0.25 + 1 / 3) / 2, "b": 0.625}, abs=1e-12)

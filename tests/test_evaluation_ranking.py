@@ -45,6 +45,8 @@ B_NDCG = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
 EXPECTED = {
     "precision@k": (2 / 3 + 1 / 3 + 0) / 3,
     "recall@k": (2 / 4 + 1 / 2 + 0) / 3,
+    # per-user harmonic mean of precision@3 and recall@3: a 2/(3/2 + 2), b 2/(3 + 2), c 0
+    "f1@k": (2 / (3 / 2 + 2) + 2 / (3 + 2) + 0) / 3,
     "ndcg@k": (A_NDCG + B_NDCG + 0) / 3,
     "map@k": (5 / 9 + 1 / 4 + 0) / 3,
     "map": (5 / 12 + 1 / 2 + 0) / 3,
@@ -85,15 +87,15 @@ def test_user_ranking_metrics_per_user_rows(spark):
     result = user_ranking_metrics(recommendations, truth, K).orderBy("user_id")
     expected = spark.createDataFrame(
         [
-            ("a", 4, 4, True, True, 2, 2 / 3, 2 / 4, A_NDCG, 5 / 9, 5 / 12, 1.0, 1.0),
-            ("b", 2, 4, True, True, 1, 1 / 3, 1 / 2, B_NDCG, 1 / 4, 1 / 2, 1.0, 1 / 2),
-            ("c", 1, 2, True, True, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
-            ("d", 1, None, True, False, None, None, None, None, None, None, None, None),
-            ("e", None, 1, False, True, None, None, None, None, None, None, None, None),
+            ("a", 4, 4, True, True, 2, 2 / 3, 2 / 4, 4 / 7, A_NDCG, 5 / 9, 5 / 12, 1.0, 1.0),
+            ("b", 2, 4, True, True, 1, 1 / 3, 1 / 2, 2 / 5, B_NDCG, 1 / 4, 1 / 2, 1.0, 1 / 2),
+            ("c", 1, 2, True, True, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+            ("d", 1, None, True, False, None, None, None, None, None, None, None, None, None),
+            ("e", None, 1, False, True, None, None, None, None, None, None, None, None, None),
         ],
         "user_id string, n_relevant long, n_recommended long, in_truth boolean, "
         "in_recommendations boolean, hits_at_k long, precision_at_k double, recall_at_k double, "
-        "ndcg_at_k double, map_at_k double, map double, hit_rate_at_k double, mrr_at_k double",
+        "f1_at_k double, ndcg_at_k double, map_at_k double, map double, hit_rate_at_k double, mrr_at_k double",
     )
     assert_approx_df_equality(result, expected, precision=1e-12, ignore_nullable=True)
 
@@ -205,6 +207,10 @@ def _random_frames(spark):
     return recommendations, truth
 
 
+def _harmonic_mean(a: float, b: float) -> float:
+    return 2 * a * b / (a + b) if a + b else 0.0
+
+
 def _reference_metrics(ranked: list, relevant: set, k: int) -> dict[str, float]:
     """Straightforward per-user definitions (see recspark.evaluation.ranking)."""
     hits = [position for position, item in enumerate(ranked, start=1) if item in relevant]
@@ -213,6 +219,7 @@ def _reference_metrics(ranked: list, relevant: set, k: int) -> dict[str, float]:
     return {
         "precision@k": len(hits_at_k) / k,
         "recall@k": len(hits_at_k) / len(relevant),
+        "f1@k": _harmonic_mean(len(hits_at_k) / k, len(hits_at_k) / len(relevant)),
         "ndcg@k": sum(1 / math.log2(p + 1) for p in hits_at_k) / ideal,
         "map@k": sum(n / p for n, p in enumerate(hits_at_k, 1)) / min(len(relevant), k),
         "map": sum(n / p for n, p in enumerate(hits, 1)) / len(relevant),

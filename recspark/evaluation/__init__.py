@@ -5,8 +5,10 @@ from recspark.evaluation.beyond_accuracy import (
     catalog_coverage,
     distributional_coverage,
     intra_list_diversity,
+    item_choice_popularity,
     item_popularity,
     novelty,
+    serendipity,
 )
 from recspark.evaluation.efficiency import StageMeasurement, measure_stage, peak_rss_mib
 from recspark.evaluation.ranking import (
@@ -27,6 +29,7 @@ __all__ = [
     "comparison_table",
     "distributional_coverage",
     "intra_list_diversity",
+    "item_choice_popularity",
     "item_popularity",
     "measure_stage",
     "metrics_frame",
@@ -36,5 +39,6 @@ __all__ = [
     "ranking_metrics",
     "rating_metrics",
     "relevant_items",
+    "serendipity",
     "user_ranking_metrics",
 ]

@@ -1,5 +1,6 @@
-"""Beyond-accuracy metrics of recommendation lists: coverage, entropy, novelty, popularity and
-intra-list diversity. Each function runs one Spark job and returns a float.
+"""Beyond-accuracy metrics of recommendation lists: coverage, entropy, novelty, popularity,
+intra-list diversity and serendipity. Each function runs one Spark job and returns a float;
+its ``*_by`` twin returns the per-group values as a frame (``group_cols`` + ``value``).
 
 ``recommendations`` has at least the user and item columns (one row per recommended item, as
 produced for ranking evaluation); ranks and scores are not used.
@@ -94,33 +95,67 @@ def item_popularity(
     )
 
 
+def item_choice_popularity(
+    train_interactions: DataFrame, user_col: str = "user_id", item_col: str = "item_id"
+) -> DataFrame:
+    """Per item of ``train_interactions``: ``n_users`` (distinct users who interacted with it)
+    and ``popularity`` = ``n_users`` / distinct (user, item) pairs: the item's share of all
+    interactions, Castells et al.'s *choice* model used by MS Recommenders' ``novelty``.
+    Same columns as :func:`item_popularity`, so the ``*_by`` functions accept either."""
+    require_columns(train_interactions, [user_col, item_col], "train_interactions")
+    pairs = (
+        train_interactions.where(F.col(user_col).isNotNull() & F.col(item_col).isNotNull())
+        .select(user_col, item_col)
+        .distinct()
+    )
+    n_pairs = pairs.agg(F.count(F.lit(1)).alias("_n_pairs"))
+    return (
+        pairs.groupBy(item_col)
+        .agg(F.count(F.lit(1)).alias("n_users"))
+        .crossJoin(F.broadcast(n_pairs))
+        .select(item_col, "n_users", (F.col("n_users") / F.col("_n_pairs")).alias("popularity"))
+    )
+
+
+NOVELTY_MODELS = {"discovery": item_popularity, "choice": item_choice_popularity}
+
+
 def novelty(
     recommendations: DataFrame,
     train_interactions: DataFrame,
     user_col: str = "user_id",
     item_col: str = "item_id",
+    model: str = "discovery",
 ) -> float:
     """Mean self-information, in bits, of recommended items: the mean over recommendation rows of
-    ``-log2 p(i)`` with ``p(i)`` = share of training users who interacted with item i (see
-    :func:`item_popularity`; Zhou et al. 2010). MS Recommenders' ``novelty`` instead uses
-    ``p(i)`` = item i's share of all training interactions (Castells' choice model).
+    ``-log2 p(i)``.
+
+    ``model="discovery"`` (default): ``p(i)`` = share of training users who interacted with item
+    i (:func:`item_popularity`; Zhou et al. 2010). ``model="choice"``: ``p(i)`` = item i's share
+    of all distinct training (user, item) pairs (:func:`item_choice_popularity`), MS
+    Recommenders' ``novelty`` (Castells et al. 2011), equal to theirs whenever every recommended
+    item was seen in training.
 
     Items unseen in training have no finite self-information: their rows are left out of the
-    mean (use :func:`catalog_coverage` or :func:`average_recommendation_popularity` to see them).
-    NaN when no recommended item was seen in training.
+    mean (MS Recommenders counts them as 0 in the mean instead; use :func:`catalog_coverage` or
+    :func:`average_recommendation_popularity` to see them). NaN when no recommended item was
+    seen in training.
     """
+    if model not in NOVELTY_MODELS:
+        raise ValueError(f"model must be one of {sorted(NOVELTY_MODELS)}, got {model!r}")
     require_columns(recommendations, [user_col, item_col], "recommendations")
     require_same_types(
         recommendations, train_interactions, [item_col], "recommendations", "train_interactions"
     )
-    popularity = item_popularity(train_interactions, user_col, item_col)
+    popularity = NOVELTY_MODELS[model](train_interactions, user_col, item_col)
     return _only_value(novelty_by(recommendations, [], popularity, item_col))
 
 
 def novelty_by(
     recommendations: DataFrame, group_cols: Sequence[str], popularity: DataFrame, item_col: str
 ) -> DataFrame:
-    """:func:`novelty` per group, given :func:`item_popularity`: ``group_cols`` + ``value``."""
+    """:func:`novelty` per group, given :func:`item_popularity` (discovery) or
+    :func:`item_choice_popularity` (choice): ``group_cols`` + ``value``."""
     return (
         recommendations.select(*group_cols, item_col)
         .join(popularity, item_col, "inner")
@@ -226,3 +261,115 @@ def intra_list_diversity_by(
         .agg(F.avg(1.0 - cosine).alias("_diversity"))
     )
     return per_user.groupBy(*group_cols).agg(F.avg("_diversity").alias(VALUE))
+
+
+RELEVANCE = "_relevance"  # the relevance column serendipity_by reads
+
+
+def serendipity(
+    recommendations: DataFrame,
+    train_interactions: DataFrame,
+    item_vectors: DataFrame,
+    vector_col: str = "features",
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    relevance_col: str | None = None,
+    truth: DataFrame | None = None,
+) -> float:
+    """Serendipity as MS Recommenders' ``serendipity`` with ``item_sim_measure=
+    "item_feature_vector"`` (Zhang et al. 2012, "Auralist"): the mean over users of the mean over
+    their recommended items of
+
+        ``(1 - mean over the user's training items h of cos(v_j, v_h)) * relevance(u, j)``.
+
+    ``relevance``: ``relevance_col`` of ``recommendations``, or 1 when the (user, item) pair is
+    in ``truth`` and 0 otherwise, or, with neither, 1 for every item (MS Recommenders' default,
+    which makes this "unexpectedness"). Training pairs count once. As there, a pair without a
+    similarity counts as 0: an item without a vector (or with a zero vector) is dissimilar to
+    every other item, and users without training items are left out. Recommended items are
+    expected to be unseen in training (MS Recommenders raises otherwise; here such an item simply
+    counts its self-similarity 1). ``item_vectors`` maps item -> vector (``array<float|double>``
+    or an ML ``Vector``); it is broadcast. NaN when no user is left.
+
+    The mean of cosines is the dot product of ``v_j`` with the user's mean unit training vector,
+    so the cost is (training pairs + recommendation rows) x the vector dimension.
+    """
+    if relevance_col is not None and truth is not None:
+        raise ValueError("give relevance_col or truth, not both")
+    require_columns(recommendations, [user_col, item_col] + ([relevance_col] if relevance_col else []),
+                    "recommendations")
+    require_columns(item_vectors, [item_col, vector_col], "item_vectors")
+    require_same_types(recommendations, train_interactions, [user_col, item_col], "recommendations",
+                       "train_interactions")
+    require_same_types(recommendations, item_vectors, [item_col], "recommendations", "item_vectors")
+    if truth is not None:
+        require_same_types(recommendations, truth, [user_col, item_col], "recommendations", "truth")
+    rated = with_relevance(recommendations, user_col, item_col, relevance_col, truth)
+    return _only_value(serendipity_by(rated, [], train_interactions, item_vectors, vector_col, user_col, item_col))
+
+
+def with_relevance(
+    recommendations: DataFrame,
+    user_col: str,
+    item_col: str,
+    relevance_col: str | None = None,
+    truth: DataFrame | None = None,
+) -> DataFrame:
+    """``recommendations`` with the :data:`RELEVANCE` column :func:`serendipity_by` reads:
+    ``relevance_col`` as a double, else 1.0 for pairs in ``truth`` and 0.0 for the others, else
+    1.0."""
+    if relevance_col is not None:
+        return recommendations.withColumn(RELEVANCE, F.col(relevance_col).cast("double"))
+    if truth is None:
+        return recommendations.withColumn(RELEVANCE, F.lit(1.0))
+    relevant = (
+        truth.select(user_col, item_col).distinct().withColumn(RELEVANCE, F.lit(1.0))
+    )
+    return recommendations.join(relevant, [user_col, item_col], "left").withColumn(
+        RELEVANCE, F.coalesce(F.col(RELEVANCE), F.lit(0.0))
+    )
+
+
+def serendipity_by(
+    recommendations: DataFrame,
+    group_cols: Sequence[str],
+    train_interactions: DataFrame,
+    item_vectors: DataFrame,
+    vector_col: str,
+    user_col: str,
+    item_col: str,
+) -> DataFrame:
+    """:func:`serendipity` per group of ``recommendations`` that carry the :data:`RELEVANCE`
+    column (see :func:`with_relevance`): ``group_cols`` + ``value``."""
+    history = (
+        train_interactions.where(F.col(user_col).isNotNull() & F.col(item_col).isNotNull())
+        .select(user_col, item_col)
+        .distinct()
+    )
+    units = F.broadcast(_unit_vectors(item_vectors, item_col, vector_col))
+    history_sizes = history.groupBy(user_col).agg(F.count(F.lit(1)).cast("double").alias("_n_history"))
+    profile = (
+        history.join(units, item_col, "inner")
+        .select(user_col, F.posexplode("_unit").alias("_dim", "_x"))
+        .groupBy(user_col, "_dim")
+        .agg(F.sum("_x").alias("_profile"))
+    )
+    listed = recommendations.select(*group_cols, user_col, item_col, RELEVANCE).join(
+        history_sizes, user_col, "inner"
+    )
+    similarity_sums = (
+        listed.select(*group_cols, user_col, item_col)
+        .distinct()
+        .join(units, item_col, "inner")
+        .select(*group_cols, user_col, item_col, F.posexplode("_unit").alias("_dim", "_x"))
+        .join(profile, [user_col, "_dim"], "inner")
+        .groupBy(*group_cols, user_col, item_col)
+        .agg(F.sum(F.col("_x") * F.col("_profile")).alias("_similarity_sum"))
+    )
+    mean_similarity = F.coalesce(F.col("_similarity_sum"), F.lit(0.0)) / F.col("_n_history")
+    per_user = (
+        listed.join(similarity_sums, [*group_cols, user_col, item_col], "left")
+        .groupBy(*group_cols, user_col)
+        .agg(F.avg((1.0 - mean_similarity) * F.col(RELEVANCE)).alias("_serendipity"))
+    )
+    return per_user.groupBy(*group_cols).agg(F.avg("_serendipity").alias(VALUE))

@@ -7,6 +7,9 @@ positions ``<= k``:
 
 * ``precision@k = hits@k / k`` (also when the list is shorter than k, so it can stay below 1);
 * ``recall@k = hits@k / |R|``;
+* ``f1@k`` = the harmonic mean of the user's precision@k and recall@k, ``2 hits@k / (k + |R|)``
+  (0 without a hit), averaged over users like the others (so it is not the harmonic mean of the
+  averaged precision and recall);
 * ``ndcg@k = DCG@k / IDCG@k`` with ``DCG@k = sum over hits at position p <= k of 1 / log2(p + 1)``
   and ``IDCG@k = sum_{i=1..min(|R|, k)} 1 / log2(i + 1)``. (MS Recommenders' ``ndcg_at_k`` uses
   the natural log by default; for binary relevance the base cancels out.);
@@ -43,6 +46,7 @@ from recspark.evaluation._checks import require_columns, require_same_types
 RANKING_METRIC_KEYS = {
     "precision_at_k": "precision@k",
     "recall_at_k": "recall@k",
+    "f1_at_k": "f1@k",
     "ndcg_at_k": "ndcg@k",
     "map_at_k": "map@k",
     "map": "map",
@@ -202,6 +206,7 @@ def _user_metrics(
     metrics = {
         "precision_at_k": hits_at_k / k,
         "recall_at_k": hits_at_k / n_relevant,
+        "f1_at_k": 2.0 * hits_at_k / (n_relevant + k),
         "ndcg_at_k": F.col(_DCG_AT_K) / ideal_dcg,
         "map_at_k": F.col(_PRECISION_SUM_AT_K) / ideal_cutoff,
         "map": F.col(_PRECISION_SUM) / n_relevant,
@@ -245,7 +250,7 @@ def ranking_metrics(
             ``relevance >= threshold`` are relevant; otherwise every truth row is.
 
     Returns:
-        ``precision@k, recall@k, ndcg@k, map@k, map, hit_rate@k, mrr@k`` (definitions in the
+        ``precision@k, recall@k, f1@k, ndcg@k, map@k, map, hit_rate@k, mrr@k`` (definitions in the
         module docstring, NaN when no user is in both frames), ``n_users`` (users in both frames)
         and ``user_coverage`` (``n_users`` / users with at least one relevant truth item, NaN
         when there are none). All values are floats; the result is one Spark job and one

@@ -17,9 +17,13 @@ from recspark.evaluation.beyond_accuracy import (
     distributional_coverage_by,
     intra_list_diversity,
     intra_list_diversity_by,
+    item_choice_popularity,
     item_popularity,
     novelty,
     novelty_by,
+    serendipity,
+    serendipity_by,
+    with_relevance,
 )
 from recspark.evaluation.ranking import ranking_metrics, ranking_metrics_by
 
@@ -38,9 +42,12 @@ def evaluate_recommendations(
 ) -> dict[str, float]:
     """Ranking metrics at ``k`` (see :func:`recspark.evaluation.ranking_metrics`) and, on the
     lists cut at ``k``: ``catalog_coverage``, ``distributional_coverage`` (bits), ``novelty``
-    (bits), ``avg_popularity`` and, when ``item_vectors`` are given, ``diversity`` (mean
-    intra-list cosine distance). ``train_interactions`` give item popularity; ``truth`` the
-    relevant (user, item) pairs.
+    (bits, discovery model), ``novelty_choice`` (bits, MS Recommenders' choice model),
+    ``avg_popularity`` and, when ``item_vectors`` are given, ``diversity`` (mean intra-list
+    cosine distance), ``serendipity`` (MS Recommenders' default: every recommended item relevant,
+    i.e. unexpectedness w.r.t. the training history) and ``serendipity_relevant`` (only items in
+    ``truth`` count as relevant). ``train_interactions`` give item popularity and the histories;
+    ``truth`` the relevant (user, item) pairs.
     """
     top_k = recommendations.where(F.col(rank_col) <= k).select(user_col, item_col, rank_col).cache()
     try:
@@ -48,11 +55,18 @@ def evaluate_recommendations(
         results["catalog_coverage"] = catalog_coverage(top_k, n_catalog_items, item_col)
         results["distributional_coverage"] = distributional_coverage(top_k, item_col)
         results["novelty"] = novelty(top_k, train_interactions, user_col, item_col)
+        results["novelty_choice"] = novelty(top_k, train_interactions, user_col, item_col, model="choice")
         results["avg_popularity"] = average_recommendation_popularity(
             top_k, train_interactions, user_col, item_col
         )
         if item_vectors is not None:
             results["diversity"] = intra_list_diversity(top_k, item_vectors, vector_col, user_col, item_col)
+            results["serendipity"] = serendipity(
+                top_k, train_interactions, item_vectors, vector_col, user_col, item_col
+            )
+            results["serendipity_relevant"] = serendipity(
+                top_k, train_interactions, item_vectors, vector_col, user_col, item_col, truth=truth
+            )
         return results
     finally:
         top_k.unpersist()
@@ -80,6 +94,7 @@ def evaluate_recommendations_by(
         require_same_types(recommendations, item_vectors, [item_col], "recommendations", "item_vectors")
     top_k = recommendations.where(F.col(rank_col) <= k).select(group_col, user_col, item_col, rank_col).cache()
     popularity = item_popularity(train_interactions, user_col, item_col).cache()
+    choice_popularity = item_choice_popularity(train_interactions, user_col, item_col)
     groups = [group_col]
     try:
         results = ranking_metrics_by(top_k, group_col, truth, k, user_col, item_col, rank_col)
@@ -87,10 +102,16 @@ def evaluate_recommendations_by(
             "catalog_coverage": catalog_coverage_by(top_k, groups, n_catalog_items, item_col),
             "distributional_coverage": distributional_coverage_by(top_k, groups, item_col),
             "novelty": novelty_by(top_k, groups, popularity, item_col),
+            "novelty_choice": novelty_by(top_k, groups, choice_popularity, item_col),
             "avg_popularity": average_recommendation_popularity_by(top_k, groups, popularity, item_col),
         }
         if item_vectors is not None:
             frames["diversity"] = intra_list_diversity_by(top_k, groups, item_vectors, vector_col, user_col, item_col)
+            for name, truth_or_none in (("serendipity", None), ("serendipity_relevant", truth)):
+                rated = with_relevance(top_k, user_col, item_col, truth=truth_or_none)
+                frames[name] = serendipity_by(
+                    rated, groups, train_interactions, item_vectors, vector_col, user_col, item_col
+                )
         for name, frame in frames.items():
             values = {row[group_col]: row[VALUE] for row in frame.collect()}
             for group, metrics in results.items():
