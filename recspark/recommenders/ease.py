@@ -24,13 +24,16 @@ Driver memory: ``n_items^2 x 4 bytes x ~3`` (``G``, its Cholesky factor and ``P`
 allocated, so a pipeline can catch it and skip the source. Spark's result limit
 ``spark.driver.maxResultSize`` must exceed one partition's rows: ``n_items^2 x 4 / n_buckets``.
 
-Recommend (measured on MovieLens latest-small, ``bench/bench_ease_user_knn.py``): by default
-(``top_n_neighbours=None``) ``B`` is broadcast once and every task scores blocks of users with
-one dense float32 matrix product ``X_block @ B``, exact; the broadcast costs ``n_items^2 x 4``
-bytes per executor Python worker, fine to about 10k items. With ``top_n_neighbours=M`` each row
+Recommend: by default (``top_n_neighbours=None``) ``B`` is broadcast once and every task scores
+blocks of users with one dense float32 matrix product ``X_block @ B``, exact; the broadcast costs
+``n_items^2 x 4`` bytes per executor Python worker. With ``top_n_neighbours=M`` each row
 ``B[i, :]`` keeps its ``M`` largest weights, and recommendations are the join-and-sum of
 :class:`recspark.recommenders.item_similarity.ItemSimilarityModel` (``n_items x M`` rows, no
-broadcast), an approximation that drops the small and negative weights.
+broadcast), an approximation that drops the small and negative weights. Measured on MovieLens
+latest-small (8.4k items, 610 validation users, local[2], ``bench/bench_ease_user_knn.py``):
+dense 2.6-3.2 s and validation NDCG@10 0.141 at lambda 500; top 50 / 200 / 1000 per item 14 /
+49 / 73 s and 0.131 / 0.134 / 0.138. So dense is the default: exact and faster; the sparse
+mode is for catalogues whose ``B`` is too large to broadcast.
 """
 from __future__ import annotations
 
@@ -123,41 +126,55 @@ class Ease:
         Raises :class:`CatalogueTooLarge` (a ValueError) when the distinct items exceed
         ``max_items``, ValueError when there are none.
         """
-        _require_columns(interactions, [USER_COL, ITEM_COL], "interactions")
-        for name in (USER_COL, ITEM_COL):
-            data_type = interactions.schema[name].dataType
-            if not isinstance(data_type, T.IntegralType):
-                raise ValueError(f"{name} must hold integer ids, got {data_type.simpleString()}")
-        user_items = (
-            interactions.where(F.col(USER_COL).isNotNull() & F.col(ITEM_COL).isNotNull())
-            .groupBy(USER_COL)
-            .agg(F.collect_set(F.col(ITEM_COL).cast("long")).alias(_ITEMS))
-            .cache()
-        )
-        try:
-            item_ids = np.array(
-                sorted(r[0] for r in user_items.select(F.explode(_ITEMS)).distinct().collect()),
-                dtype=np.int64,
-            )
-            self._check_catalogue(item_ids.size)
-            gram = _gram_matrix(user_items, item_ids)
-        finally:
-            user_items.unpersist()
-        weights = ease_weights(gram, self.settings.reg_lambda, _torch_device(self.settings.device))
+        item_ids, gram = gram_matrix(interactions, self.settings.max_items)
+        weights = ease_weights(gram, self.settings.reg_lambda, torch_device(self.settings.device))
         return EaseModel(item_ids, weights, self.settings)
 
-    def _check_catalogue(self, n_items: int) -> None:
-        if n_items == 0:
-            raise ValueError("interactions hold no (user_idx, item_idx) pair")
-        if n_items > self.settings.max_items:
-            gib = 3 * 4 * n_items**2 / 2**30
-            raise CatalogueTooLarge(
-                f"EASE needs a dense {n_items} x {n_items} solve (about {gib:.1f} GiB on the "
-                f"driver) and max_items is {self.settings.max_items}: skipping"
-            )
+
+def gram_matrix(interactions: DataFrame, max_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids ascending, dense float32 ``G = X^T X`` in that order) of ``interactions``
+    (``user_idx``, ``item_idx`` integer ids; repeated pairs count once, null ids dropped).
+
+    ``G`` does not depend on ``lambda``: tune it with one ``gram_matrix`` and several
+    :func:`ease_weights` calls (on copies, as the solve overwrites its input). Raises
+    :class:`CatalogueTooLarge` above ``max_items`` distinct items (before building ``G``) and
+    ValueError when there are none.
+    """
+    _require_columns(interactions, [USER_COL, ITEM_COL], "interactions")
+    for name in (USER_COL, ITEM_COL):
+        data_type = interactions.schema[name].dataType
+        if not isinstance(data_type, T.IntegralType):
+            raise ValueError(f"{name} must hold integer ids, got {data_type.simpleString()}")
+    user_items = (
+        interactions.where(F.col(USER_COL).isNotNull() & F.col(ITEM_COL).isNotNull())
+        .groupBy(USER_COL)
+        .agg(F.collect_set(F.col(ITEM_COL).cast("long")).alias(_ITEMS))
+        .cache()
+    )
+    try:
+        item_ids = np.array(
+            sorted(r[0] for r in user_items.select(F.explode(_ITEMS)).distinct().collect()),
+            dtype=np.int64,
+        )
+        _check_catalogue(item_ids.size, max_items)
+        return item_ids, _gram_matrix(user_items, item_ids)
+    finally:
+        user_items.unpersist()
 
 
-def _torch_device(device: str) -> torch.device:
+def _check_catalogue(n_items: int, max_items: int) -> None:
+    if n_items == 0:
+        raise ValueError("interactions hold no (user_idx, item_idx) pair")
+    if n_items > max_items:
+        gib = 3 * 4 * n_items**2 / 2**30
+        raise CatalogueTooLarge(
+            f"EASE needs a dense {n_items} x {n_items} solve (about {gib:.1f} GiB on the "
+            f"driver) and max_items is {max_items}: skipping"
+        )
+
+
+def torch_device(device: str) -> torch.device:
+    """The torch device of an :class:`EaseSettings` ``device`` value."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
