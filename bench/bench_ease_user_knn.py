@@ -28,7 +28,7 @@ from recspark.featurize.splits import random_stratified_split
 from recspark.recommenders.ease import EaseModel, EaseSettings, ease_weights, gram_matrix, torch_device
 from recspark.recommenders.popularity import PopularityRecommender
 from recspark.recommenders.user_knn import UserKnn, UserKnnSettings
-from recspark.session import build_spark_session
+from recspark.io.session import build_spark_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOVIELENS_RATINGS = REPO_ROOT / "data" / "ml-latest-small" / "ratings.csv"
