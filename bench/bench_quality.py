@@ -140,7 +140,7 @@ def markdown(results: list[dict], command: str, notes: list[str]) -> str:
         m = r["metrics"]
         lines.append(
             f"| {r['protocol']} | {r['model']} | {m['ndcg@k']:.4f} | {m['precision@k']:.4f} | {m['recall@k']:.4f} | "
-            f"{m['map@k']:.4f} | {m['hit_rate@k']:.4f} | {m['n_users']} | {r['tuning']} |")
+            f"{m['map@k']:.4f} | {m['hit_rate@k']:.4f} | {int(m['n_users'])} | {r['tuning']} |")
     lines += [""] + [f"* {n}" for n in notes] + ["", END]
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ import itertools
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ K = 10
 SEED = 42
 ALS_GRID = {"factors": [64, 128], "regularization": [0.01, 0.1], "alpha": [1.0, 10.0], "iterations": [15, 30]}
 BM25_GRID = {"K1": [0.6, 1.2], "B": [0.5, 0.75], "K": [50, 200]}
+# implicit's item-item models convert their own weighted matrix and warn about it on every call.
+warnings.filterwarnings("ignore", message="Method expects CSR input")
 
 
 def matrix(pairs: pd.DataFrame, n_users: int, n_items: int) -> sp.csr_matrix:
