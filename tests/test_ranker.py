@@ -1,0 +1,152 @@
+"""Learned ranker: features on a hand-made frame, a planted rule, no test rows, round trip."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import functions as F
+
+from recspark.ranker.features import NO_HISTORY_DAYS, FeatureSet, ranker_features
+from recspark.ranker.lambdarank import LearnedRanker, RankerModel, RankerSettings, validation_labels
+
+pytestmark = pytest.mark.unit
+
+UTC = dt.timezone.utc
+AS_OF = dt.datetime(2024, 1, 11, tzinfo=UTC)
+SMALL = RankerSettings(n_estimators=60, num_leaves=4, min_data_in_leaf=5, early_stopping_rounds=10,
+                       learning_rate=0.2, num_threads=1, eval_fraction=0.25)
+FEATURES = ["signal", "noise", "decoy"]
+
+
+def _ts(day: int) -> dt.datetime:
+    return dt.datetime(2024, 1, day, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def hand_made(spark):
+    candidates = spark.createDataFrame(
+        [(1, 10, "als", 0.9, 1), (1, 11, "als", 0.5, 2), (1, 10, "item_item", 2.0, 1), (1, 12, "item_item", 1.0, 2),
+         (2, 11, "als", 0.7, 1), (2, 13, "popularity", 5.0, 1)],
+        "user_idx int, item_idx int, source string, score double, rank int",
+    )
+    history = spark.createDataFrame(
+        [(1, 1, _ts(1)), (1, 2, _ts(1)), (2, 1, _ts(6)), (2, 10, _ts(9))],
+        "user_idx int, item_idx int, event_ts timestamp",
+    )
+    similarity = spark.createDataFrame(
+        [(1, 10, 0.5, 3), (2, 10, 0.25, 2), (1, 11, 0.1, 1), (10, 11, 0.4, 2)],
+        "item_idx int, neighbor_idx int, score double, support long",
+    )
+    embeddings = spark.createDataFrame(
+        [(1, [1.0, 0.0]), (2, [0.0, 1.0]), (10, [1.0, 0.0]), (11, [0.0, 1.0]), (12, [1.0, 1.0])],
+        "item_idx int, embedding array<float>",
+    )
+    user_factors = spark.createDataFrame([(1, [1.0, 2.0]), (2, [0.0, 1.0])], "user_idx int, features array<float>")
+    item_factors = spark.createDataFrame([(10, [1.0, 1.0]), (11, [2.0, 0.0])], "item_idx int, features array<float>")
+    return candidates, history, similarity, embeddings, user_factors, item_factors
+
+
+def test_feature_columns_on_a_hand_made_frame(spark, hand_made):
+    candidates, history, similarity, embeddings, user_factors, item_factors = hand_made
+    feature_set = FeatureSet(("als", "item_item"), n=3, content=True, cooccurrence=True, als=True)
+    frame = ranker_features(candidates, history, feature_set, AS_OF, embeddings, similarity, user_factors, item_factors)
+    assert frame.columns == ["user_idx", "item_idx"] + feature_set.columns
+    assert feature_set.columns == [
+        "score_als", "rank_als", "in_als", "score_item_item", "rank_item_item", "in_item_item",
+        "n_sources", "item_popularity", "item_recency_days", "user_activity", "content_similarity",
+        "cooccurrence_score", "cooccurrence_support", "cooccurrence_links", "als_dot",
+    ]
+    half = float(np.sqrt(0.5))
+    never = NO_HISTORY_DAYS
+    # Pair (2, 13) comes only from popularity, which is not a feature source: no row.
+    expected = spark.createDataFrame(
+        [
+            (1, 10, 0.9, 1.0, 1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 2.0, 2.0, half, 0.75, 5.0, 2.0, 3.0),
+            (1, 11, 0.5, 2.0, 1.0, 0.0, 4.0, 0.0, 1.0, 0.0, never, 2.0, half, 0.1, 1.0, 1.0, 2.0),
+            (1, 12, 0.0, 4.0, 0.0, 1.0, 2.0, 1.0, 1.0, 0.0, never, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0),
+            (2, 11, 0.7, 1.0, 1.0, 0.0, 4.0, 0.0, 1.0, 0.0, never, 2.0, 0.0, 0.5, 3.0, 2.0, 0.0),
+        ],
+        ", ".join(["user_idx int", "item_idx int"] + [f"{c} double" for c in feature_set.columns]),
+    )
+    assert_approx_df_equality(frame, expected, 1e-6, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_features_need_the_inputs_they_declare(spark, hand_made):
+    candidates, history, similarity, *_ = hand_made
+    with pytest.raises(ValueError, match="item_similarity"):
+        ranker_features(candidates, history, FeatureSet(("als",), n=3, cooccurrence=True), AS_OF)
+    with pytest.raises(ValueError, match="item_similarity"):
+        ranker_features(candidates, history, FeatureSet(("als",), n=3), AS_OF, item_similarity=similarity)
+
+
+def _planted(spark, seed: int, users: int = 80, items_per_user: int = 20, positives: int = 3):
+    """Candidates where ``signal`` is 1 exactly for the positives; ``decoy`` is higher for the
+    negatives (so a ranker that follows it ranks positives last) and ``noise`` is random."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for user in range(users):
+        for item in range(items_per_user):
+            positive = item < positives
+            rows.append((user, item, float(positive), float(rng.normal()), float(rng.uniform(0, 0.6) + (0 if positive else 0.4))))
+            if positive:
+                labels.append((user, item))
+    features = spark.createDataFrame(rows, "user_idx int, item_idx int, signal double, noise double, decoy double")
+    return features, spark.createDataFrame(labels, "user_idx int, item_idx int")
+
+
+def test_ranker_learns_a_planted_rule(spark):
+    train_features, train_labels = _planted(spark, seed=1)
+    model = LearnedRanker(SMALL).fit(train_features, train_labels, FEATURES)
+    assert model.eval_ndcg == pytest.approx(1.0)
+    assert next(iter(model.feature_importances())) == "signal"
+    fresh_features, fresh_labels = _planted(spark, seed=2, users=30)
+    top = model.rank(fresh_features, 3).select("user_idx", "item_idx")
+    assert_df_equality(top, fresh_labels, ignore_row_order=True, ignore_nullable=True)
+    ranks = {r["rank"] for r in model.rank(fresh_features, 3).collect()}
+    assert ranks == {1, 2, 3}
+
+
+def test_ranker_never_sees_test_rows(spark):
+    """Validation positives carry ``signal``, test pairs carry ``leak``; labels cut by
+    ``validation_labels`` must make ``leak`` worthless, and labels with test rows are refused."""
+    features, validation_pairs = _planted(spark, seed=3)
+    test_pairs = features.where((F.col("item_idx") >= 3) & (F.col("item_idx") < 6)).select("user_idx", "item_idx")
+    split = (
+        features.select("user_idx", "item_idx")
+        .join(validation_pairs.withColumn("split", F.lit("validation")), ["user_idx", "item_idx"], "left")
+        .join(test_pairs.withColumn("test", F.lit("test")), ["user_idx", "item_idx"], "left")
+        .select("user_idx", "item_idx", F.coalesce("split", "test", F.lit("train")).alias("split"))
+    )
+    labels = validation_labels(split)
+    assert labels.join(test_pairs, ["user_idx", "item_idx"]).count() == 0
+    assert labels.count() == validation_pairs.count()
+    leaky = features.join(test_pairs.withColumn("leak", F.lit(1.0)), ["user_idx", "item_idx"], "left").fillna({"leak": 0.0})
+    model = LearnedRanker(SMALL).fit(leaky, labels, FEATURES + ["leak"])
+    assert model.feature_importances()["leak"] == 0.0
+    with pytest.raises(ValueError, match="never see test"):
+        LearnedRanker(SMALL).fit(leaky, split.where(F.col("split") != "train"), FEATURES + ["leak"])
+    history = split.join(features.select("user_idx", "item_idx"), ["user_idx", "item_idx"]).withColumn(
+        "event_ts", F.lit(AS_OF)
+    )
+    candidates = features.select("user_idx", "item_idx", F.lit("als").alias("source"), F.col("noise").alias("score"),
+                                 F.lit(1).alias("rank"))
+    with pytest.raises(ValueError, match="test rows must never reach the ranker"):
+        ranker_features(candidates, history, FeatureSet(("als",), n=3), AS_OF)
+
+
+def test_model_round_trip(spark):
+    features, labels = _planted(spark, seed=4, users=40)
+    model = LearnedRanker(SMALL).fit(features, labels, FEATURES)
+    restored = RankerModel.from_string(model.to_string())
+    assert restored.feature_names == FEATURES
+    assert restored.feature_importances() == model.feature_importances()
+    assert_df_equality(restored.rank(features, 5), model.rank(features, 5), ignore_row_order=True)
+
+
+def test_settings_validate_themselves():
+    with pytest.raises(ValueError, match="num_leaves"):
+        RankerSettings(num_leaves=1)
+    with pytest.raises(ValueError, match="eval_fraction"):
+        RankerSettings(eval_fraction=1.0)
