@@ -433,7 +433,9 @@ def _with_chosen_item(events: DataFrame, cfg: GenerateSettings) -> DataFrame:
         *[F.col("user_factors")[k].alias(f"user_f{k}") for k in range(dim)],
     )  # fmt: skip
     sizes, members = _item_pools(spark, cfg)
-    drawn_cluster = F.least(F.expr("size(filter(taste_cdf, p -> p <= cluster_u))"), F.lit(cfg.taste_clusters - 1))
+    # A CASE chain rather than a higher-order function over the array: it compiles to Java code.
+    branches = " ".join(f"WHEN cluster_u < taste_cdf[{k}] THEN {k}" for k in range(cfg.taste_clusters - 1))
+    drawn_cluster = F.expr(f"CASE {branches} ELSE {cfg.taste_clusters - 1} END")
     with_pool = (
         events.join(F.broadcast(users), "user_rank")
         .withColumn("pool", F.when(F.col("is_personal"), drawn_cluster).otherwise(F.lit(GLOBAL_POOL)))
