@@ -14,14 +14,18 @@ The model behind the data:
   ``xxhash64(seed, idx, purpose)``), so popular items are not simply the lowest ids. The ranking
   runs ``row_number`` over one global window, i.e. in one partition: cheap for the table sizes
   this is meant for (up to a few million ids). Both tables are broadcast into the event frame.
-* **Events**: each event draws a user rank and ``IMPLICIT_CANDIDATES`` item ranks by inverse-CDF
-  sampling of a continuous power law over ranks (:func:`power_law_rank`, exponents
-  ``user_activity_exponent`` and ``item_popularity_exponent``). A share ``implicit_share`` of
-  events is implicit (``play`` or ``click``, half each), the rest are ``rating`` events.
-* **Item choice**: a rating event takes the first candidate, so ratings are unbiased samples of
-  the rating model. An implicit event takes the candidate with the highest latent affinity (ties:
-  the earlier candidate), so plays and clicks go preferentially to items the user likes, while
-  their item marginal stays close to the popularity power law.
+* **Taste clusters**: ``taste_clusters`` fixed unit directions in latent space
+  (:func:`taste_directions`, seeded numpy). An item belongs to the cluster its factors project
+  on most (``taste_cluster``); a user's cluster weights are the softmax of ``taste_sharpness``
+  times the projections of its factors (``taste_cdf``), so each user concentrates on a few
+  clusters, and those hold the items with high affinity for it.
+* **Events**: each event draws a user rank by inverse-CDF sampling of a continuous power law
+  over ranks (:func:`power_law_rank`, exponent ``user_activity_exponent``). A share
+  ``personal_share`` of events is personal: a cluster is drawn from the user's weights and the
+  item from that cluster's items by the same power law over their popularity order
+  (``item_popularity_exponent``); the rest draw the item from the whole catalogue by that power
+  law. An empty cluster falls back to the catalogue. A share ``implicit_share`` of events is
+  implicit (``play`` or ``click``, half each), the rest are ``rating`` events.
 * **Ratings**: ``clip(round_to_0.5(3.0 + user_bias + item_bias + affinity + noise), 0.5, 5.0)``
   with ``affinity = AFFINITY_SCALE * dot(user_factors, item_factors) / sqrt(latent_dim)``
   (standard deviation ``AFFINITY_SCALE``) and Gaussian noise of standard deviation
