@@ -26,6 +26,11 @@ The model behind the data:
   (``item_popularity_exponent``); the rest draw the item from the whole catalogue by that power
   law. An empty cluster falls back to the catalogue. A share ``implicit_share`` of events is
   implicit (``play`` or ``click``, half each), the rest are ``rating`` events.
+* **What the data looks like** (defaults: 1M events, 10k users x 5k items, seed 7; measured by
+  ``bench/bench_synthetic_signal.py``): 505,954 distinct (user, item) pairs, density 1.0%; the
+  top 1% of items hold 34% of events, the top 10% hold 70%; distinct items per user p10 15,
+  median 27, p90 92, p99 416. On a per-user 75/25 split, implicit ALS (MLlib, rank 32, reg
+  0.05, alpha 5) scores NDCG@10 0.247 against popularity's 0.161 (MovieLens: 0.33 vs 0.22).
 * **Ratings**: ``clip(round_to_0.5(3.0 + user_bias + item_bias + affinity + noise), 0.5, 5.0)``
   with ``affinity = AFFINITY_SCALE * dot(user_factors, item_factors) / sqrt(latent_dim)``
   (standard deviation ``AFFINITY_SCALE``) and Gaussian noise of standard deviation
