@@ -24,8 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recspark import synthetic
-from recspark.config import GenerateConfig, SparkConfig
+from recspark.config import SparkConfig
 from recspark.io.session import build_spark_session
+from recspark.synthetic import GenerateSettings as GenerateConfig
 
 WARM_UP_ROWS = 20_000
 REPEATS = 3
@@ -48,7 +49,7 @@ def reference_numpy_generate(cfg: GenerateConfig, path: str) -> None:
     """Vectorised single-process version of ``synthetic.generate_interactions``, written as CSV."""
     rng = np.random.default_rng(cfg.seed)
     start, end = synthetic.time_range(cfg)
-    span, n, k = end - start, cfg.n_interactions, synthetic.IMPLICIT_CANDIDATES
+    span, n = end - start, cfg.n_interactions
 
     user_of_rank = rng.permutation(cfg.n_users)
     user_factors = rng.standard_normal((cfg.n_users, cfg.latent_dim))
@@ -68,16 +69,29 @@ def reference_numpy_generate(cfg: GenerateConfig, path: str) -> None:
         start + np.floor(release_u * synthetic.NEW_RELEASE_FRACTION * span),
     )
 
+    directions = synthetic.taste_directions(cfg)
+    item_cluster = (item_factors @ directions.T).argmax(axis=1)
+    weights = np.exp(cfg.taste_sharpness * (user_factors @ directions.T))
+    taste_cdf = np.cumsum(weights, axis=1) / weights.sum(axis=1, keepdims=True)
+    # items of each cluster in popularity order (rank of the item among all items)
+    rank_of_item = np.empty(cfg.n_items, dtype=np.int64)
+    rank_of_item[item_of_rank] = np.arange(cfg.n_items)
+    members = [item_of_rank[np.sort(rank_of_item[item_cluster == c])] for c in range(cfg.taste_clusters)]
+
     users = user_of_rank[_power_law_ranks(rng.random(n), cfg.n_users, cfg.user_activity_exponent)]
-    candidate_ranks = _power_law_ranks(rng.random((n, k)), cfg.n_items, cfg.item_popularity_exponent)
-    candidates = item_of_rank[candidate_ranks]
-    affinity = np.einsum("nd,nkd->nk", user_factors[users], item_factors[candidates])
+    items = item_of_rank[_power_law_ranks(rng.random(n), cfg.n_items, cfg.item_popularity_exponent)]
+    personal = rng.random(n) < cfg.personal_share
+    cluster_u = rng.random(n)
+    cluster = np.minimum((taste_cdf[users] <= cluster_u[:, None]).sum(axis=1), cfg.taste_clusters - 1)
+    item_u = rng.random(n)
+    for c, pool in enumerate(members):
+        chosen = personal & (cluster == c) & (len(pool) > 0)
+        items[chosen] = pool[_power_law_ranks(item_u[chosen], len(pool), cfg.item_popularity_exponent)]
+    affinity = np.einsum("nd,nd->n", user_factors[users], item_factors[items])
     affinity *= synthetic.AFFINITY_SCALE / np.sqrt(cfg.latent_dim)
     is_implicit = rng.random(n) < cfg.implicit_share
-    choice = np.where(is_implicit, affinity.argmax(axis=1), 0)  # argmax ties: the first candidate
-    items = candidates[np.arange(n), choice]
 
-    raw = 3.0 + user_bias[users] + item_bias[items] + affinity[np.arange(n), choice]
+    raw = 3.0 + user_bias[users] + item_bias[items] + affinity
     raw += synthetic.RATING_NOISE * rng.standard_normal(n)
     rating = np.clip(np.floor(raw * 2.0 + 0.5) / 2.0, 0.5, 5.0)
     earliest = np.maximum(window_start[users], release_ts[items])

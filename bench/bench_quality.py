@@ -40,7 +40,7 @@ from pyspark.sql import functions as F
 from recspark.config import SparkConfig, SplitConfig
 from recspark.evaluation import ranking_metrics
 from recspark.featurize.splits import random_stratified_split
-from recspark.session import build_spark_session
+from recspark.io.session import build_spark_session
 
 REPO = Path(__file__).resolve().parent.parent
 K = 10

@@ -14,14 +14,23 @@ The model behind the data:
   ``xxhash64(seed, idx, purpose)``), so popular items are not simply the lowest ids. The ranking
   runs ``row_number`` over one global window, i.e. in one partition: cheap for the table sizes
   this is meant for (up to a few million ids). Both tables are broadcast into the event frame.
-* **Events**: each event draws a user rank and ``IMPLICIT_CANDIDATES`` item ranks by inverse-CDF
-  sampling of a continuous power law over ranks (:func:`power_law_rank`, exponents
-  ``user_activity_exponent`` and ``item_popularity_exponent``). A share ``implicit_share`` of
-  events is implicit (``play`` or ``click``, half each), the rest are ``rating`` events.
-* **Item choice**: a rating event takes the first candidate, so ratings are unbiased samples of
-  the rating model. An implicit event takes the candidate with the highest latent affinity (ties:
-  the earlier candidate), so plays and clicks go preferentially to items the user likes, while
-  their item marginal stays close to the popularity power law.
+* **Taste clusters**: ``taste_clusters`` fixed unit directions in latent space
+  (:func:`taste_directions`, seeded numpy). An item belongs to the cluster its factors project
+  on most (``taste_cluster``); a user's cluster weights are the softmax of ``taste_sharpness``
+  times the projections of its factors (``taste_cdf``), so each user concentrates on a few
+  clusters, and those hold the items with high affinity for it.
+* **Events**: each event draws a user rank by inverse-CDF sampling of a continuous power law
+  over ranks (:func:`power_law_rank`, exponent ``user_activity_exponent``). A share
+  ``personal_share`` of events is personal: a cluster is drawn from the user's weights and the
+  item from that cluster's items by the same power law over their popularity order
+  (``item_popularity_exponent``); the rest draw the item from the whole catalogue by that power
+  law. An empty cluster falls back to the catalogue. A share ``implicit_share`` of events is
+  implicit (``play`` or ``click``, half each), the rest are ``rating`` events.
+* **What the data looks like** (defaults: 1M events, 10k users x 5k items, seed 7; measured by
+  ``bench/bench_synthetic_signal.py``): 505,954 distinct (user, item) pairs, density 1.0%; the
+  top 1% of items hold 34% of events, the top 10% hold 70%; distinct items per user p10 15,
+  median 27, p90 92, p99 416. On a per-user 75/25 split, implicit ALS (MLlib, rank 32, reg
+  0.05, alpha 5) scores NDCG@10 0.247 against popularity's 0.161 (MovieLens: 0.33 vs 0.22).
 * **Ratings**: ``clip(round_to_0.5(3.0 + user_bias + item_bias + affinity + noise), 0.5, 5.0)``
   with ``affinity = AFFINITY_SCALE * dot(user_factors, item_factors) / sqrt(latent_dim)``
   (standard deviation ``AFFINITY_SCALE``) and Gaussian noise of standard deviation
@@ -44,15 +53,17 @@ The model behind the data:
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recspark.config import ConfigError, GenerateConfig
+from recspark.config import ConfigError
 
 # Column order of the CSV files the generate stage writes (what the synthetic ingest preset reads).
 INTERACTIONS_CSV_COLUMNS = ["user_id", "item_id", "event_type", "rating", "timestamp"]
@@ -91,7 +102,6 @@ TITLE_SYLLABLES = [
     "ka", "lo", "ven", "mar", "ri", "tho", "sel", "an", "dor", "mi", "ra", "zu", "bel", "quin", "ta", "os",
 ]  # fmt: skip
 
-IMPLICIT_CANDIDATES = 3  # popularity-sampled candidates an implicit event chooses among
 AFFINITY_SCALE = 1.0  # standard deviation of the latent affinity term of a rating
 USER_BIAS_SD = 0.35
 ITEM_BIAS_SD = 0.35
@@ -107,6 +117,60 @@ ID_DIGITS = 6  # "u000123"; more digits when the id count needs them
 
 _SECONDS_PER_DAY = 86_400
 SECONDS_PER_YEAR = 31_556_952  # mean Gregorian year
+GLOBAL_POOL = -1  # pool id of the whole catalogue (taste clusters are 0..taste_clusters-1)
+
+
+@dataclass
+class GenerateSettings:
+    """Size and shape of the synthetic logs (see the module docstring for the model).
+
+    Fields: sizes (``n_users``, ``n_items``, ``n_interactions`` events), ``seed`` (everything is
+    a pure function of it), the event date range (``start_date`` / ``end_date``, ISO dates,
+    UTC), Zipf exponents of item popularity and user activity, ``latent_dim`` taste factors,
+    ``implicit_share`` of events without a rating, ``output_dir`` and ``num_partitions`` of the
+    event frame; ``taste_clusters`` item clusters (directions in latent space), ``personal_share``
+    of events drawn from the user's taste clusters rather than from global popularity, and
+    ``taste_sharpness``, the inverse temperature of a user's softmax over clusters.
+    """
+
+    n_users: int = 10_000
+    n_items: int = 5_000
+    n_interactions: int = 1_000_000
+    seed: int = 7
+    start_date: str = "2024-01-01"
+    end_date: str = "2024-12-31"
+    item_popularity_exponent: float = 1.1  # Zipf exponent of item popularity
+    user_activity_exponent: float = 0.9  # Zipf exponent of user activity
+    latent_dim: int = 8  # hidden taste factors behind ratings and item choice
+    implicit_share: float = 0.3  # share of events without an explicit rating (plays/clicks)
+    output_dir: str = "data/synthetic"
+    num_partitions: int = 8
+    taste_clusters: int = 16
+    personal_share: float = 0.85
+    taste_sharpness: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_users", "n_items", "latent_dim", "num_partitions", "taste_clusters"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"generate.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_interactions < 0:
+            raise ConfigError(f"generate.n_interactions must be >= 0, got {self.n_interactions}")
+        for name in ("implicit_share", "personal_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"generate.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("item_popularity_exponent", "user_activity_exponent", "taste_sharpness"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"generate.{name} must be >= 0, got {getattr(self, name)}")
+        time_range(self)
+
+
+def as_settings(cfg) -> GenerateSettings:
+    """``cfg`` as GenerateSettings: itself, or any object with GenerateSettings' field names
+    (today's ``recspark.config.GenerateConfig``), missing fields at their defaults."""
+    if isinstance(cfg, GenerateSettings):
+        return cfg
+    names = [f.name for f in dataclasses.fields(GenerateSettings)]
+    return GenerateSettings(**{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
 
 
 # The random-number helpers build Spark SQL text rather than chains of Column calls: every
@@ -147,22 +211,24 @@ def standard_normal(seed: int, key: str, purpose: str) -> Column:
     return F.expr(_normal_sql(seed, key, purpose))
 
 
-def power_law_rank(u: Column, n: int, exponent: float) -> Column:
-    """Rank in ``0..n-1`` (0 = most frequent) for a uniform ``u`` in [0, 1).
+def power_law_rank(u: Column, n: int | Column, exponent: float) -> Column:
+    """Rank in ``0..n-1`` (0 = most frequent) for a uniform ``u`` in [0, 1); ``n`` is a count
+    or a column of counts (each >= 1).
 
     Inverse CDF of the continuous density ``r ** -exponent`` on ``[1, n + 1)``, floored and
     shifted to 0-based: ``r = (1 + u * ((n + 1) ** (1 - s) - 1)) ** (1 / (1 - s))``, or
     ``r = (n + 1) ** u`` for ``s = 1``; exponent 0 gives uniform ranks.
     """
+    size = n if isinstance(n, Column) else F.lit(float(n))
     if abs(1.0 - exponent) < 1e-9:
-        continuous = F.pow(F.lit(float(n + 1)), u)
+        continuous = F.pow(size + 1.0, u)
     else:
-        span = (n + 1.0) ** (1.0 - exponent) - 1.0
+        span = F.pow(size + 1.0, 1.0 - exponent) - 1.0
         continuous = F.pow(1.0 + u * span, 1.0 / (1.0 - exponent))
-    return F.least(F.greatest(F.floor(continuous) - 1, F.lit(0)), F.lit(n - 1)).cast("long")
+    return F.least(F.greatest(F.floor(continuous) - 1, F.lit(0)), size - 1).cast("long")
 
 
-def time_range(cfg: GenerateConfig) -> tuple[int, int]:
+def time_range(cfg: GenerateSettings) -> tuple[int, int]:
     """(first, last) epoch second of events: start_date 00:00:00 to end_date 23:59:59 UTC."""
     try:
         start = dt.date.fromisoformat(cfg.start_date)
@@ -173,20 +239,6 @@ def time_range(cfg: GenerateConfig) -> tuple[int, int]:
         raise ConfigError(f"generate.end_date {cfg.end_date} is before start_date {cfg.start_date}")
     epoch = dt.date(1970, 1, 1)
     return (start - epoch).days * _SECONDS_PER_DAY, ((end - epoch).days + 1) * _SECONDS_PER_DAY - 1
-
-
-def _validate(cfg: GenerateConfig) -> None:
-    for name in ("n_users", "n_items", "latent_dim", "num_partitions"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"generate.{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.n_interactions < 0:
-        raise ConfigError(f"generate.n_interactions must be >= 0, got {cfg.n_interactions}")
-    if not 0.0 <= cfg.implicit_share <= 1.0:
-        raise ConfigError(f"generate.implicit_share must be in [0, 1], got {cfg.implicit_share}")
-    for name in ("item_popularity_exponent", "user_activity_exponent"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"generate.{name} must be >= 0, got {getattr(cfg, name)}")
-    time_range(cfg)
 
 
 def _prefixed_id(prefix: str, index: Column, count: int) -> Column:
@@ -214,14 +266,45 @@ def _affinity(user_factors: list[str], item_factors: list[str]) -> Column:
     return F.expr(f"({dot}) * {_double(AFFINITY_SCALE / math.sqrt(len(user_factors)))}")
 
 
-def user_profiles(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
+def taste_directions(cfg: GenerateSettings) -> np.ndarray:
+    """Unit latent-space direction per taste cluster (taste_clusters x latent_dim), fixed by the seed."""
+    rng = np.random.default_rng([cfg.seed, cfg.taste_clusters, cfg.latent_dim, 1])
+    directions = rng.standard_normal((cfg.taste_clusters, cfg.latent_dim))
+    return directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+
+def _projections(cfg: GenerateSettings, factors: str) -> list[str]:
+    """SQL of ``dot(factors, direction_k)`` for every taste cluster k (``factors`` an array column)."""
+    return [
+        " + ".join(f"{factors}[{d}] * {_double(direction[d])}" for d in range(cfg.latent_dim))
+        for direction in taste_directions(cfg)
+    ]
+
+
+def _taste_cdf(cfg: GenerateSettings) -> Column:
+    """array<double>: cumulative softmax over clusters of taste_sharpness * projection of
+    user_factors (last entry 1)."""
+    weights = ", ".join(f"exp({_double(cfg.taste_sharpness)} * ({p}))" for p in _projections(cfg, "user_factors"))
+    total = "aggregate(w, 0D, (acc, x) -> acc + x)"
+    cumulative = f"transform(w, (x, i) -> aggregate(slice(w, 1, i + 1), 0D, (acc, y) -> acc + y) / {total})"
+    return F.expr(f"transform(array(array({weights})), w -> {cumulative})[0]")
+
+
+def _taste_cluster(cfg: GenerateSettings) -> Column:
+    """int: the taste cluster whose direction has the largest projection of item_factors."""
+    structs = [f"named_struct('score', {p}, 'cluster', {k})" for k, p in enumerate(_projections(cfg, "item_factors"))]
+    return F.expr(f"greatest({', '.join(structs)}).cluster")
+
+
+def user_profiles(spark: SparkSession, cfg: GenerateSettings) -> DataFrame:
     """Hidden user attributes, one row per user.
 
     Columns: user_rank (long, 0 = most active), user_id (string), user_bias (double),
     user_factors (array<double> of latent_dim standard normals), window_start and window_end
-    (long epoch seconds; the user's activity window, at least MIN_WINDOW_FRACTION of the range).
+    (long epoch seconds; the user's activity window, at least MIN_WINDOW_FRACTION of the range),
+    taste_cdf (array<double> of taste_clusters cumulative probabilities of the user's clusters).
     """
-    _validate(cfg)
+    cfg = as_settings(cfg)
     start, end = time_range(cfg)
     span = end - start
     idx = F.col("idx")
@@ -235,17 +318,18 @@ def user_profiles(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
         _factors(cfg.seed, "idx", "user_factor", cfg.latent_dim).alias("user_factors"),
         window_start.cast("long").alias("window_start"),
         (window_start + length).cast("long").alias("window_end"),
-    )
+    ).withColumn("taste_cdf", _taste_cdf(cfg))
 
 
-def item_profiles(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
+def item_profiles(spark: SparkSession, cfg: GenerateSettings) -> DataFrame:
     """Hidden item attributes, one row per item.
 
     Columns: item_rank (long, 0 = most popular), item_id (string), item_bias (double),
     item_factors (array<double> of latent_dim standard normals), release_ts (long epoch seconds;
-    back catalogue before start_date, new releases in the first NEW_RELEASE_FRACTION of the range).
+    back catalogue before start_date, new releases in the first NEW_RELEASE_FRACTION of the range),
+    taste_cluster (int, the cluster whose direction the factors point to most).
     """
-    _validate(cfg)
+    cfg = as_settings(cfg)
     start, end = time_range(cfg)
     idx = F.col("idx")
     release_u = unit_uniform(cfg.seed, "idx", "item_release")
@@ -259,10 +343,10 @@ def item_profiles(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
         (ITEM_BIAS_SD * standard_normal(cfg.seed, "idx", "item_bias")).alias("item_bias"),
         _factors(cfg.seed, "idx", "item_factor", cfg.latent_dim).alias("item_factors"),
         release_ts.cast("long").alias("release_ts"),
-    )
+    ).withColumn("taste_cluster", _taste_cluster(cfg))
 
 
-def with_affinity(pairs: DataFrame, cfg: GenerateConfig) -> DataFrame:
+def with_affinity(pairs: DataFrame, cfg: GenerateSettings) -> DataFrame:
     """Add ``affinity`` (double), the latent user-item affinity of the generator, to ``pairs``.
 
     Input: any frame with user_id and item_id generated under ``cfg``. Output: the same rows
@@ -289,75 +373,108 @@ def with_affinity(pairs: DataFrame, cfg: GenerateConfig) -> DataFrame:
     )
 
 
-def _event_draws(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
-    """One row per event: event_id, user_rank, candidate_rank_0.., is_implicit."""
+def _event_draws(spark: SparkSession, cfg: GenerateSettings) -> DataFrame:
+    """One row per event: event_id, user_rank, is_personal, cluster_u, item_u, is_implicit."""
     seed = cfg.seed
     user_u = unit_uniform(seed, "id", "event_user")
-    item_us = [unit_uniform(seed, "id", f"event_item/{j}") for j in range(IMPLICIT_CANDIDATES)]
     return spark.range(0, cfg.n_interactions, 1, cfg.num_partitions).select(
         F.col("id").alias("event_id"),
         power_law_rank(user_u, cfg.n_users, cfg.user_activity_exponent).alias("user_rank"),
-        *[
-            power_law_rank(u, cfg.n_items, cfg.item_popularity_exponent).alias(f"candidate_rank_{j}")
-            for j, u in enumerate(item_us)
-        ],
+        (unit_uniform(seed, "id", "event_personal") < cfg.personal_share).alias("is_personal"),
+        unit_uniform(seed, "id", "event_cluster").alias("cluster_u"),
+        unit_uniform(seed, "id", "event_item").alias("item_u"),
         (unit_uniform(seed, "id", "event_implicit") < cfg.implicit_share).alias("is_implicit"),
     )
 
 
-def _with_chosen_item(events: DataFrame, cfg: GenerateConfig) -> DataFrame:
+def _item_pools(spark: SparkSession, cfg: GenerateSettings) -> tuple[DataFrame, DataFrame]:
+    """(pool sizes, pool members) of the item draws.
+
+    A pool is GLOBAL_POOL (every item) or a taste cluster. Sizes: (pool int, pool_size long)
+    for GLOBAL_POOL and every cluster (0 for an empty one). Members: (pool, pool_rank long,
+    item_rank, item_id, item_bias, release_ts, item_f0..), pool_rank being the item's popularity
+    rank inside the pool (0 = most popular).
+    """
+    dim = cfg.latent_dim
+    profiles = item_profiles(spark, cfg).select(
+        "item_rank", "item_id", "item_bias", "release_ts", "taste_cluster",
+        *[F.col("item_factors")[k].alias(f"item_f{k}") for k in range(dim)],
+    )  # fmt: skip
+    carried = ["item_rank", "item_id", "item_bias", "release_ts", *[f"item_f{k}" for k in range(dim)]]
+    in_cluster = Window.partitionBy("taste_cluster").orderBy("item_rank")
+    members = profiles.select(
+        F.lit(GLOBAL_POOL).alias("pool"), F.col("item_rank").alias("pool_rank"), *carried
+    ).unionByName(
+        profiles.select(
+            F.col("taste_cluster").alias("pool"),
+            (F.row_number().over(in_cluster) - 1).cast("long").alias("pool_rank"),
+            *carried,
+        )
+    )
+    counts = profiles.groupBy(F.col("taste_cluster").alias("pool")).agg(F.count(F.lit(1)).alias("counted"))
+    sizes = (
+        spark.range(GLOBAL_POOL, cfg.taste_clusters)
+        .select(F.col("id").cast("int").alias("pool"))
+        .join(counts, "pool", "left")
+        .select(
+            "pool",
+            F.when(F.col("pool") == GLOBAL_POOL, F.lit(cfg.n_items))
+            .otherwise(F.coalesce("counted", F.lit(0)))
+            .cast("long")
+            .alias("pool_size"),
+        )
+    )
+    return sizes, members
+
+
+def _with_chosen_item(events: DataFrame, cfg: GenerateSettings) -> DataFrame:
     """Join the user profile and choose the item of each event (see "Item choice" above).
 
     Output: event_id, user_id, user_bias, window_start, window_end, is_implicit, item_rank,
     affinity, item_id, item_bias, release_ts. Factors travel as separate double columns
     (``user_f0``.., ``item_f0``..) because that generates smaller code than array element access:
-    this whole plan is one codegen stage, and HotSpot does not JIT-compile a generated method
-    over 8000 bytes, which makes the stage several times slower. At latent_dim 8 the largest
-    method is about 5.8 KB; from latent_dim 15 it crosses the limit, and the session should set
-    ``spark.sql.codegen.hugeMethodLimit=8000`` (Spark then falls back to per-operator code).
+    HotSpot does not JIT-compile a generated method over 8000 bytes, which makes a stage several
+    times slower (from latent_dim ~15 set ``spark.sql.codegen.hugeMethodLimit=8000``).
     """
     spark, dim = events.sparkSession, cfg.latent_dim
-    profiles = item_profiles(spark, cfg)
     users = user_profiles(spark, cfg).select(
-        "user_rank", "user_id", "user_bias", "window_start", "window_end",
+        "user_rank", "user_id", "user_bias", "window_start", "window_end", "taste_cdf",
         *[F.col("user_factors")[k].alias(f"user_f{k}") for k in range(dim)],
     )  # fmt: skip
-    item_factors = F.broadcast(
-        profiles.select("item_rank", *[F.col("item_factors")[k].alias(f"item_f{k}") for k in range(dim)])
+    sizes, members = _item_pools(spark, cfg)
+    # A CASE chain rather than a higher-order function over the array: it compiles to Java code.
+    branches = " ".join(f"WHEN cluster_u < taste_cdf[{k}] THEN {k}" for k in range(cfg.taste_clusters - 1))
+    drawn_cluster = F.expr(f"CASE {branches} ELSE {cfg.taste_clusters - 1} END")
+    with_pool = (
+        events.join(F.broadcast(users), "user_rank")
+        .withColumn("pool", F.when(F.col("is_personal"), drawn_cluster).otherwise(F.lit(GLOBAL_POOL)))
+        .join(F.broadcast(sizes), "pool")
     )
-    joined = events.join(F.broadcast(users), "user_rank")
-    candidates = []
-    for j in range(IMPLICIT_CANDIDATES):
-        alias = f"candidate_{j}"
-        same_rank = F.col(f"candidate_rank_{j}") == F.col(f"{alias}.item_rank")
-        joined = joined.join(item_factors.alias(alias), same_rank)
-        affinity = _affinity([f"user_f{k}" for k in range(dim)], [f"{alias}.item_f{k}" for k in range(dim)])
-        candidates.append(
-            F.struct(
-                affinity.alias("affinity"),
-                F.lit(-j).alias("preference"),  # ties go to the earlier candidate
-                F.col(f"candidate_rank_{j}").alias("item_rank"),
-            ).alias(alias)
-        )
+    # An empty cluster falls back to the whole catalogue.
+    empty = F.col("pool_size") == 0
+    pool = F.when(empty, F.lit(GLOBAL_POOL)).otherwise(F.col("pool"))
+    pool_size = F.when(empty, F.lit(cfg.n_items)).otherwise(F.col("pool_size"))
     carried = ["event_id", "user_id", "user_bias", "window_start", "window_end", "is_implicit"]
-    best = F.greatest(*[F.col(f"candidate_{j}") for j in range(IMPLICIT_CANDIDATES)])
-    # Candidates get their own projection so that the first one is not computed twice.
-    return (
-        joined.select(*carried, *candidates)
-        .select(*carried, F.when(F.col("is_implicit"), best).otherwise(F.col("candidate_0")).alias("choice"))
-        .select(*carried, "choice.item_rank", "choice.affinity")
-        .join(F.broadcast(profiles.select("item_rank", "item_id", "item_bias", "release_ts")), "item_rank")
+    drawn = with_pool.select(
+        *carried,
+        *[f"user_f{k}" for k in range(dim)],
+        pool.alias("pool"),
+        power_law_rank(F.col("item_u"), pool_size, cfg.item_popularity_exponent).alias("pool_rank"),
+    )
+    affinity = _affinity([f"user_f{k}" for k in range(dim)], [f"item_f{k}" for k in range(dim)])
+    return drawn.join(F.broadcast(members), ["pool", "pool_rank"]).select(
+        *carried, "item_rank", affinity.alias("affinity"), "item_id", "item_bias", "release_ts"
     )
 
 
-def generate_interactions(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
+def generate_interactions(spark: SparkSession, cfg: GenerateSettings) -> DataFrame:
     """Exactly ``n_interactions`` events in ``num_partitions`` partitions (see the module doc).
 
     Columns: user_id, item_id, event_type (rating | play | click), rating (double on the 0.5
     grid in [0.5, 5.0], null for implicit events), timestamp (long epoch seconds). Rows come in
     event-id order (the user and item tables are broadcast, the event frame is never shuffled).
     """
-    _validate(cfg)
+    cfg = as_settings(cfg)
     seed = cfg.seed
     _, end = time_range(cfg)
     earliest = F.greatest(F.col("window_start"), F.col("release_ts"))
@@ -385,7 +502,7 @@ def generate_interactions(spark: SparkSession, cfg: GenerateConfig) -> DataFrame
     )
 
 
-def _genre_directions(cfg: GenerateConfig) -> np.ndarray:
+def _genre_directions(cfg: GenerateSettings) -> np.ndarray:
     """Unit latent-space direction per genre (len(GENRES) x latent_dim), fixed by the seed."""
     rng = np.random.default_rng([cfg.seed, len(GENRES), cfg.latent_dim])
     directions = rng.standard_normal((len(GENRES), cfg.latent_dim))
@@ -398,7 +515,7 @@ def _pick(words: list[str], u_sql: str) -> Column:
     return F.expr(f"element_at(array({quoted}), cast(floor({u_sql} * {len(words)}) as int) + 1)")
 
 
-def _top_genres(cfg: GenerateConfig) -> Column:
+def _top_genres(cfg: GenerateSettings) -> Column:
     """array<string> of an item's 1-3 best-scoring genres, best first (from item_factors)."""
     directions = _genre_directions(cfg)
     scores = [
@@ -453,7 +570,7 @@ def _description(seed: int) -> Column:
     )
 
 
-def generate_items(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
+def generate_items(spark: SparkSession, cfg: GenerateSettings) -> DataFrame:
     """Metadata for all ``n_items`` items (also those without events), ordered by item_id.
 
     Columns: item_id; title (1-3 capitalised pseudo-words of two syllables each, then the release
@@ -465,7 +582,7 @@ def generate_items(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
     standard deviation GENRE_NOISE, and the item takes its top-scoring genres, best first. Items
     with similar tastes therefore share genres.
     """
-    _validate(cfg)
+    cfg = as_settings(cfg)
     return (
         item_profiles(spark, cfg)
         .select("item_id", "release_ts", _top_genres(cfg).alias("genre_list"))

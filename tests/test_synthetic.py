@@ -13,6 +13,8 @@ from pyspark.sql import functions as F
 from recspark.config import ConfigError, GenerateConfig
 from recspark.synthetic import (
     GENRES,
+    GenerateSettings,
+    as_settings,
     INTERACTIONS_CSV_COLUMNS,
     ITEMS_CSV_COLUMNS,
     LATE_VISIT_SECONDS,
@@ -27,10 +29,10 @@ from recspark.synthetic import (
     with_affinity,
 )
 
-SMALL = GenerateConfig(n_users=100, n_items=200, n_interactions=2_000, num_partitions=3, seed=11)
+SMALL = GenerateSettings(n_users=100, n_items=200, n_interactions=2_000, num_partitions=3, seed=11)
 
 
-def small(**changes) -> GenerateConfig:
+def small(**changes) -> GenerateSettings:
     return dataclasses.replace(SMALL, **changes)
 
 
@@ -83,6 +85,8 @@ def test_power_law_rank_inverts_the_continuous_cdf(spark):
     assert ranked["exponent_0.0"].tolist() == [0, 4, 8, 8]  # 1, 5.5, 9.55, 9.99999
     assert ranked["exponent_1.0"].tolist() == [0, 2, 7, 8]  # 1, 3.16, 8.91, 9.99998
     assert ranked["exponent_2.0"].tolist() == [0, 0, 5, 8]  # 1, 1.82, 6.90, 9.99991
+    per_row = frame.withColumn("n", F.lit(9).cast("long")).select(power_law_rank(F.col("u"), F.col("n"), 2.0))
+    assert [row[0] for row in per_row.collect()] == [0, 0, 5, 8]
 
 
 def test_hashed_uniforms_and_normals_are_deterministic_and_well_shaped(spark):
@@ -114,6 +118,9 @@ def test_time_range_covers_whole_days_in_utc():
         {"num_partitions": 0},
         {"n_interactions": -1},
         {"implicit_share": 1.5},
+        {"personal_share": -0.1},
+        {"taste_clusters": 0},
+        {"taste_sharpness": -1.0},
         {"item_popularity_exponent": -0.1},
         {"start_date": "2024-02-01", "end_date": "2024-01-31"},
         {"start_date": "01/02/2024"},
@@ -153,7 +160,10 @@ def test_different_seed_gives_different_frames(spark, events, items):
 def test_item_popularity_follows_the_power_law_exponent(spark, events):
     assert SMALL.item_popularity_exponent == 1.1
     share = top_decile_share(events["item_id"])
-    assert share > 0.4
+    # Global draws follow the power law over the catalogue, personal draws over each cluster's
+    # items (small clusters here), which spreads the top items a little.
+    assert top_decile_share(generated(spark, personal_share=0.0)["item_id"]) > 0.4
+    assert share > 0.3
     flatter, steeper = (
         top_decile_share(generated(spark, item_popularity_exponent=s)["item_id"]) for s in (0.5, 1.6)
     )
@@ -213,11 +223,36 @@ def test_ratings_are_learnable_from_latent_affinity(scored_events):
     assert liked - disliked > 0.8
 
 
-def test_implicit_events_prefer_items_with_higher_affinity(scored_events):
-    scored = scored_events
-    implicit = scored["event_type"] != "rating"
-    # Ratings use one popularity draw (mean affinity ~ 0); implicit events the best of three.
-    assert scored.loc[implicit, "affinity"].mean() - scored.loc[~implicit, "affinity"].mean() > 0.4
+def test_events_prefer_items_with_higher_affinity(spark, scored_events):
+    # The same users with the items shuffled among events keep both popularity marginals and
+    # lose the taste: their mean affinity is that of popularity draws.
+    shuffled = scored_events[["user_id"]].assign(
+        item_id=scored_events["item_id"].sample(frac=1.0, random_state=0).to_numpy()
+    )
+    shuffled_affinity = with_affinity(spark.createDataFrame(shuffled), SMALL).toPandas()["affinity"]
+    assert scored_events["affinity"].mean() - shuffled_affinity.mean() > 0.4
+    without_taste = generate_interactions(spark, small(personal_share=0.0))
+    assert abs(with_affinity(without_taste, SMALL).toPandas()["affinity"].mean()) < 0.15
+
+
+def test_personal_events_come_from_the_users_taste_clusters(spark, events, user_profile, item_profile):
+    cluster_of = item_profile.set_index("item_id")["taste_cluster"]
+    assert cluster_of.between(0, SMALL.taste_clusters - 1).all()
+    cdf = np.stack(user_profile.set_index("user_id")["taste_cdf"].to_list())
+    assert cdf[:, -1] == pytest.approx(1.0) and (np.diff(cdf, axis=1) >= 0).all()
+    probability = pd.DataFrame(np.diff(cdf, axis=1, prepend=0.0), index=user_profile["user_id"])
+    # Probability that the user's taste gives to the cluster of each event's item, against the
+    # 1 / taste_clusters a taste-blind draw would average.
+    taste = [probability.at[user, cluster_of[item]] for user, item in zip(events["user_id"], events["item_id"])]
+    assert np.mean(taste) > 3.0 / SMALL.taste_clusters
+    blind = generated(spark, personal_share=0.0)
+    blind_taste = [probability.at[user, cluster_of[item]] for user, item in zip(blind["user_id"], blind["item_id"])]
+    assert np.mean(blind_taste) < 1.5 / SMALL.taste_clusters
+
+
+def test_settings_accept_todays_generate_config():
+    assert as_settings(GenerateConfig(n_users=5, seed=3)) == GenerateSettings(n_users=5, seed=3)
+    assert as_settings(SMALL) is SMALL
 
 
 def test_with_affinity_is_the_scaled_dot_product_and_null_for_unknown_ids(spark, item_profile, user_profile):
