@@ -11,10 +11,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recspark import schemas
-from recspark.config import SourceConfig
 from recspark.ingest import reasons
 from recspark.ingest.presets import preset_sources
 from recspark.ingest.read import bronze_schema, read_source
+from recspark.ingest.settings import SourceConfig
 from recspark.ingest.validate import (
     to_quarantine_rows,
     to_silver_rows,
@@ -40,6 +40,11 @@ def ratings_source(path, **options) -> SourceConfig:
         event_type="rating",
         **{"rating_min": 0.5, "rating_max": 5.0, "rating_required": True, **options},
     )
+
+
+def bronze_frame(spark, rows: list[tuple], kind: str = "interactions"):
+    """Bronze rows given without read_order (numbered in list order)."""
+    return spark.createDataFrame([(*row, i) for i, row in enumerate(rows)], bronze_schema(kind))
 
 
 def names_and_types(schema: T.StructType) -> list[tuple[str, T.DataType]]:
@@ -172,12 +177,12 @@ def test_valid_rows_are_typed_trimmed_and_lower_cased(spark):
         columns={"user_id": "u", "item_id": "i", "event_type": "e", "rating": "r", "weight": "w", "event_ts": "t"},
         timestamp_unit="ms",
     )
-    bronze = spark.createDataFrame(
+    bronze = bronze_frame(
+        spark,
         [
             ("events", "f", "raw1", False, " u1 ", "i1\t", " Play ", "", "2.5", "964982703123"),
             ("events", "f", "raw2", False, "u2", "i2", "RATING", "4.5", None, "964982703000.9"),
         ],
-        bronze_schema("interactions"),
     )
 
     actual = to_silver_rows(validate_interactions(bronze, source, MAX_EVENT_TS), INGEST_DATE, RUN_ID)
@@ -212,9 +217,7 @@ def test_timestamp_units(spark, unit, timestamp_format, raw, expected):
         timestamp_unit=unit,
         timestamp_format=timestamp_format,
     )
-    bronze = spark.createDataFrame(
-        [("e", "f", "raw", False, "u", "i", None, None, None, raw)], bronze_schema("interactions")
-    )
+    bronze = bronze_frame(spark, [("e", "f", "raw", False, "u", "i", None, None, None, raw)])
 
     row = validate_interactions(bronze, source, dt.datetime(2030, 1, 1)).first()
 
@@ -225,9 +228,7 @@ def test_silver_and_quarantine_rows_have_the_canonical_columns(spark):
     source = SourceConfig(
         name="e", kind="interactions", paths=["unused"], columns={"user_id": "u", "item_id": "i", "event_ts": "t"}
     )
-    bronze = spark.createDataFrame(
-        [("e", "f", "raw", False, "u", "i", None, None, None, "1")], bronze_schema("interactions")
-    )
+    bronze = bronze_frame(spark, [("e", "f", "raw", False, "u", "i", None, None, None, "1")])
     validated = validate_interactions(bronze, source, MAX_EVENT_TS)
 
     silver = to_silver_rows(validated, INGEST_DATE, RUN_ID)
@@ -244,14 +245,15 @@ def test_items_are_typed_and_missing_ids_quarantined(spark):
         paths=["unused"],
         columns={"item_id": "movieId", "title": "title", "genres": "genres", "text": "plot"},
     )
-    bronze = spark.createDataFrame(
+    bronze = bronze_frame(
+        spark,
         [
             ("movies", "f", "r1", False, "1", " Heat (1995) ", "Action| Crime |Action", " A heist. "),
             ("movies", "f", "r2", False, "2", "", "(no genres listed)", None),
             ("movies", "f", "r3", False, " ", "Orphan", "Drama", None),
             ("movies", "f", "r4", True, "4", None, None, None),
         ],
-        bronze_schema("items"),
+        "items",
     )
 
     validated = validate_items(bronze, source)
@@ -275,9 +277,10 @@ def test_items_are_typed_and_missing_ids_quarantined(spark):
 
 def test_item_tags_are_trimmed_lower_cased_and_blank_tags_quarantined(spark):
     source = SourceConfig(name="tags", kind="item_tags", paths=["unused"], columns={"item_id": "movieId", "tag": "tag"})
-    bronze = spark.createDataFrame(
+    bronze = bronze_frame(
+        spark,
         [("tags", "f", "r1", False, "1", "  Dark Comedy "), ("tags", "f", "r2", False, "1", "   ")],
-        bronze_schema("item_tags"),
+        "item_tags",
     )
 
     validated = validate_item_tags(bronze, source)
