@@ -304,3 +304,78 @@ def test_bundled_movielens_ratings_are_all_valid(spark, movielens_dir):
 
     assert bronze.count() == 100836
     assert (counts.rows, counts.quarantined) == (100836, 0)
+
+
+@pytest.mark.parametrize(
+    ("unit", "raw", "detail_part"),
+    [
+        ("s", "1600000000000", "not a plausible time in seconds (before 1980 or after 2200); it looks like milliseconds: set timestamp_unit: ms"),
+        ("s", "1600000000000000", "it looks like microseconds: set timestamp_unit: us"),
+        ("s", "1600000000000000000", "it looks like nanoseconds: timestamp_unit has no ns"),
+        ("ms", "1600000000000000", "it looks like microseconds: set timestamp_unit: us"),
+        ("ms", "1600000000", "in milliseconds (before 1980 or after 2200); it looks like seconds: set timestamp_unit: s"),
+        ("us", "1600000000000", "it looks like milliseconds: set timestamp_unit: ms"),
+        ("us", "1600000000", "it looks like seconds: set timestamp_unit: s"),
+    ],
+)
+def test_timestamp_in_another_unit_is_quarantined_with_the_unit_it_looks_like(spark, unit, raw, detail_part):
+    source = SourceConfig(
+        name="e", kind="interactions", paths=["unused"], columns={"user_id": "u", "item_id": "i", "event_ts": "t"},
+        timestamp_unit=unit,
+    )  # fmt: skip
+    bronze = bronze_frame(spark, [("e", "f", "raw", False, "u", "i", None, None, None, raw)])
+
+    row = validate_interactions(bronze, source, dt.datetime(2030, 1, 1)).first()
+
+    assert (row.reason, row.column) == (reasons.TIMESTAMP_UNIT_MISMATCH, "event_ts")
+    assert detail_part in row.detail and f"'{raw}'" in row.detail and row.detail.endswith("on source e")
+
+
+@pytest.mark.parametrize(("unit", "raw"), [("s", "1600000000"), ("s", "0"), ("ms", "1600000000000"), ("us", "5")])
+def test_plausible_or_unexplained_epoch_values_are_not_unit_mismatches(spark, unit, raw):
+    source = SourceConfig(
+        name="e", kind="interactions", paths=["unused"], columns={"user_id": "u", "item_id": "i", "event_ts": "t"},
+        timestamp_unit=unit,
+    )  # fmt: skip
+    bronze = bronze_frame(spark, [("e", "f", "raw", False, "u", "i", None, None, None, raw)])
+
+    assert validate_interactions(bronze, source, dt.datetime(2030, 1, 1)).first().reason is None
+
+
+def test_tab_separated_play_counts_without_time_or_rating_flow_to_silver(spark, tmp_path):
+    path = tmp_path / "plays.tsv"
+    path.write_text("user\titem\tcount\nu1\tartist a\t12\nu1\tartist b\t3\nu2\tartist a\t0\n")
+    source = SourceConfig(
+        name="plays",
+        kind="interactions",
+        paths=[str(path)],
+        columns={"user_id": "user", "item_id": "item", "weight": "count"},
+        delimiter="\t",
+        event_type="play",
+        event_time="run_date",
+    )
+
+    bronze = read_source(spark, source, run_date=INGEST_DATE)
+    validated = validate_interactions(bronze, source, MAX_EVENT_TS)
+
+    silver = to_silver_rows(validated, INGEST_DATE, RUN_ID).collect()
+    assert sorted((r.user_id, r.item_id, r.event_type, r.rating, r.weight, r.event_ts) for r in silver) == [
+        ("u1", "artist a", "play", None, 12.0, dt.datetime(2024, 1, 1)),
+        ("u1", "artist b", "play", None, 3.0, dt.datetime(2024, 1, 1)),
+    ]
+    assert [(r.reason, r.column) for r in to_quarantine_rows(validated, INGEST_DATE, RUN_ID).collect()] == [
+        (reasons.WEIGHT_INVALID, "weight")
+    ]
+
+
+def test_event_time_constant_fills_every_row(spark, tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("u,i\na,x\nb,y\n")
+    source = SourceConfig(
+        name="export", kind="interactions", paths=[str(path)], columns={"user_id": "u", "item_id": "i"},
+        event_time="constant 2023-06-30T12:00:00+02:00",
+    )  # fmt: skip
+
+    validated = validate_interactions(read_source(spark, source), source, MAX_EVENT_TS)
+
+    assert {(r.event_ts, r.reason) for r in validated.collect()} == {(dt.datetime(2023, 6, 30, 10, 0), None)}
