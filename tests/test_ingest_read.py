@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import types as T
 
-from recspark.config import ConfigError, SourceConfig
-from recspark.ingest.read import IngestInputError, bronze_schema, read_source
+from recspark.config import ConfigError
+from recspark.ingest.read import (
+    EmptyInputError,
+    IngestInputError,
+    bronze_schema,
+    check_not_empty,
+    list_input_files,
+    read_source,
+)
+from recspark.ingest.settings import SourceConfig
 
 RATINGS_COLUMNS = {"user_id": "userId", "item_id": "movieId", "rating": "rating", "event_ts": "timestamp"}
 
@@ -23,7 +33,9 @@ def ratings_source(path, **options) -> SourceConfig:
 
 
 def bronze(spark, rows: list[tuple], kind: str = "interactions"):
-    return spark.createDataFrame(rows, bronze_schema(kind))
+    """Bronze rows without read_order (compare with ``read_source(...).drop("read_order")``)."""
+    fields = [f for f in bronze_schema(kind).fields if f.name != "read_order"]
+    return spark.createDataFrame(rows, T.StructType(fields))
 
 
 def uri(path) -> str:
@@ -35,7 +47,7 @@ def test_csv_reads_every_column_as_string_in_the_bronze_layout(spark, tmp_path):
         tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,007,4.0,964982703\n2,10,,964982224\n"
     )
 
-    actual = read_source(spark, ratings_source(path))
+    actual = read_source(spark, ratings_source(path)).drop("read_order")
 
     expected = bronze(
         spark,
@@ -74,7 +86,7 @@ def test_multi_character_delimiter_without_header(spark, tmp_path):
         quote="",
     )
 
-    actual = read_source(spark, source)
+    actual = read_source(spark, source).drop("read_order")
 
     expected = bronze(
         spark,
@@ -134,7 +146,7 @@ def test_json_lines_are_read_as_strings_and_broken_lines_flagged(spark, tmp_path
         format="json",
     )
 
-    actual = read_source(spark, source)
+    actual = read_source(spark, source).drop("read_order")
 
     expected = bronze(
         spark,
@@ -159,7 +171,7 @@ def test_parquet_columns_are_cast_to_string_and_arrays_joined(spark, tmp_path):
         format="parquet",
     )
 
-    row = read_source(spark, source).drop("source_file").first()
+    row = read_source(spark, source).drop("source_file", "read_order").first()
 
     assert tuple(row) == (
         "items",
@@ -286,3 +298,99 @@ def test_inconsistent_source_definitions_raise_config_errors(spark, tmp_path, ch
 
     with pytest.raises(ConfigError, match=message):
         read_source(spark, source)
+
+
+def test_quoted_field_with_a_line_break_is_one_record_never_a_fake_row(spark, tmp_path):
+    path = write(
+        tmp_path / "ev.csv",
+        'user_id,item_id,rating,timestamp\nu1,i1,4.0,1600000000\n"ml_user,with\nnewline",ml_item,3.0,1600000000\n',
+    )
+    source = SourceConfig(
+        name="ev",
+        kind="interactions",
+        paths=[str(path)],
+        columns={"user_id": "user_id", "item_id": "item_id", "rating": "rating", "event_ts": "timestamp"},
+    )
+
+    rows = read_source(spark, source).orderBy("read_order").collect()
+
+    assert [(r.user_id, r.item_id, r.is_malformed) for r in rows] == [
+        ("u1", "i1", False),
+        ("ml_user,with\nnewline", "ml_item", False),
+    ]
+    assert rows[1].raw_record == '"ml_user,with\nnewline",ml_item,3.0,1600000000'
+
+
+def test_unclosed_quote_makes_the_rest_of_the_file_one_malformed_row(spark, tmp_path):
+    path = write(tmp_path / "ev.csv", 'userId,movieId,rating,timestamp\n1,1,4.0,1\n"2,2,4.0,2\n3,3,4.0,3\n')
+
+    rows = read_source(spark, ratings_source(path)).orderBy("read_order").collect()
+
+    assert [(r.user_id, r.is_malformed) for r in rows] == [("1", False), ("2,2,4.0,2\n3,3,4.0,3\n", True)]
+
+
+@pytest.mark.parametrize("multiline", [True, False])
+def test_read_order_follows_the_position_in_the_file_also_when_split(spark, tmp_path, multiline):
+    lines = "".join(f"{i},1,4.0,1600000000\n" for i in range(200))
+    path = write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n" + lines)
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "512")  # the file spans several tasks
+    try:
+        bronze = read_source(spark, ratings_source(path, multiline=multiline))
+        partitions = bronze.rdd.getNumPartitions()
+        rows = bronze.collect()
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+    assert (partitions == 1) if multiline else (partitions > 1)
+    assert [r.user_id for r in sorted(rows, key=lambda r: r.read_order)] == [str(i) for i in range(200)]
+
+
+def test_files_argument_reads_only_those_files(spark, tmp_path):
+    write(tmp_path / "a.csv", "userId,movieId,rating,timestamp\n1,1,4.0,1\n")
+    write(tmp_path / "b.csv", "userId,movieId,rating,timestamp\n2,1,4.0,1\n")
+    files = [f for f in list_input_files(spark, [str(tmp_path)]) if f.path.endswith("b.csv")]
+
+    rows = read_source(spark, ratings_source(tmp_path), files=files).collect()
+
+    assert [r.user_id for r in rows] == ["2"]
+
+
+@pytest.mark.parametrize(
+    ("files", "why"),
+    [
+        ({}, "the paths match no files"),
+        ({"a.csv": ""}, "every file is 0 bytes"),
+        ({"a.csv": "userId,movieId,rating,timestamp\n", "b.csv": ""}, "the files hold no data rows"),
+    ],
+    ids=["empty-directory", "zero-byte-file", "header-only-file"],
+)
+def test_empty_input_raises_naming_the_source_and_paths(spark, tmp_path, files, why):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name, text in files.items():
+        write(inbox / name, text)
+    source = ratings_source(inbox)
+    listed = list_input_files(spark, source.paths)
+    bronze = read_source(spark, source, files=listed)
+
+    with pytest.raises(EmptyInputError) as error:
+        check_not_empty(source, listed, bronze.count())
+
+    message = str(error.value)
+    assert message.startswith(f"source 'ratings' ({inbox}) yielded no rows: {why}")
+    assert "--allow-empty" in message
+    check_not_empty(source, listed, 1)  # any row at all: no error
+
+
+def test_event_time_file_modified_fills_the_files_modification_time(spark, tmp_path):
+    path = write(tmp_path / "plays.csv", "u,i\na,x\n")
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    source = SourceConfig(
+        name="plays", kind="interactions", paths=[str(path)], columns={"user_id": "u", "item_id": "i"},
+        event_time="file_modified",
+    )  # fmt: skip
+
+    row = read_source(spark, source).first()
+
+    assert row.event_ts == "2023-11-14 22:13:20.000000Z"

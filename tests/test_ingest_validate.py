@@ -11,10 +11,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recspark import schemas
-from recspark.config import SourceConfig
 from recspark.ingest import reasons
 from recspark.ingest.presets import preset_sources
 from recspark.ingest.read import bronze_schema, read_source
+from recspark.ingest.settings import SourceConfig
 from recspark.ingest.validate import (
     to_quarantine_rows,
     to_silver_rows,
@@ -40,6 +40,11 @@ def ratings_source(path, **options) -> SourceConfig:
         event_type="rating",
         **{"rating_min": 0.5, "rating_max": 5.0, "rating_required": True, **options},
     )
+
+
+def bronze_frame(spark, rows: list[tuple], kind: str = "interactions"):
+    """Bronze rows given without read_order (numbered in list order)."""
+    return spark.createDataFrame([(*row, i) for i, row in enumerate(rows)], bronze_schema(kind))
 
 
 def names_and_types(schema: T.StructType) -> list[tuple[str, T.DataType]]:
@@ -172,12 +177,12 @@ def test_valid_rows_are_typed_trimmed_and_lower_cased(spark):
         columns={"user_id": "u", "item_id": "i", "event_type": "e", "rating": "r", "weight": "w", "event_ts": "t"},
         timestamp_unit="ms",
     )
-    bronze = spark.createDataFrame(
+    bronze = bronze_frame(
+        spark,
         [
             ("events", "f", "raw1", False, " u1 ", "i1\t", " Play ", "", "2.5", "964982703123"),
             ("events", "f", "raw2", False, "u2", "i2", "RATING", "4.5", None, "964982703000.9"),
         ],
-        bronze_schema("interactions"),
     )
 
     actual = to_silver_rows(validate_interactions(bronze, source, MAX_EVENT_TS), INGEST_DATE, RUN_ID)
@@ -212,9 +217,7 @@ def test_timestamp_units(spark, unit, timestamp_format, raw, expected):
         timestamp_unit=unit,
         timestamp_format=timestamp_format,
     )
-    bronze = spark.createDataFrame(
-        [("e", "f", "raw", False, "u", "i", None, None, None, raw)], bronze_schema("interactions")
-    )
+    bronze = bronze_frame(spark, [("e", "f", "raw", False, "u", "i", None, None, None, raw)])
 
     row = validate_interactions(bronze, source, dt.datetime(2030, 1, 1)).first()
 
@@ -225,9 +228,7 @@ def test_silver_and_quarantine_rows_have_the_canonical_columns(spark):
     source = SourceConfig(
         name="e", kind="interactions", paths=["unused"], columns={"user_id": "u", "item_id": "i", "event_ts": "t"}
     )
-    bronze = spark.createDataFrame(
-        [("e", "f", "raw", False, "u", "i", None, None, None, "1")], bronze_schema("interactions")
-    )
+    bronze = bronze_frame(spark, [("e", "f", "raw", False, "u", "i", None, None, None, "1")])
     validated = validate_interactions(bronze, source, MAX_EVENT_TS)
 
     silver = to_silver_rows(validated, INGEST_DATE, RUN_ID)
@@ -244,14 +245,15 @@ def test_items_are_typed_and_missing_ids_quarantined(spark):
         paths=["unused"],
         columns={"item_id": "movieId", "title": "title", "genres": "genres", "text": "plot"},
     )
-    bronze = spark.createDataFrame(
+    bronze = bronze_frame(
+        spark,
         [
             ("movies", "f", "r1", False, "1", " Heat (1995) ", "Action| Crime |Action", " A heist. "),
             ("movies", "f", "r2", False, "2", "", "(no genres listed)", None),
             ("movies", "f", "r3", False, " ", "Orphan", "Drama", None),
             ("movies", "f", "r4", True, "4", None, None, None),
         ],
-        bronze_schema("items"),
+        "items",
     )
 
     validated = validate_items(bronze, source)
@@ -275,9 +277,10 @@ def test_items_are_typed_and_missing_ids_quarantined(spark):
 
 def test_item_tags_are_trimmed_lower_cased_and_blank_tags_quarantined(spark):
     source = SourceConfig(name="tags", kind="item_tags", paths=["unused"], columns={"item_id": "movieId", "tag": "tag"})
-    bronze = spark.createDataFrame(
+    bronze = bronze_frame(
+        spark,
         [("tags", "f", "r1", False, "1", "  Dark Comedy "), ("tags", "f", "r2", False, "1", "   ")],
-        bronze_schema("item_tags"),
+        "item_tags",
     )
 
     validated = validate_item_tags(bronze, source)
@@ -301,3 +304,78 @@ def test_bundled_movielens_ratings_are_all_valid(spark, movielens_dir):
 
     assert bronze.count() == 100836
     assert (counts.rows, counts.quarantined) == (100836, 0)
+
+
+@pytest.mark.parametrize(
+    ("unit", "raw", "detail_part"),
+    [
+        ("s", "1600000000000", "not a plausible time in seconds (before 1980 or after 2200); it looks like milliseconds: set timestamp_unit: ms"),
+        ("s", "1600000000000000", "it looks like microseconds: set timestamp_unit: us"),
+        ("s", "1600000000000000000", "it looks like nanoseconds: timestamp_unit has no ns"),
+        ("ms", "1600000000000000", "it looks like microseconds: set timestamp_unit: us"),
+        ("ms", "1600000000", "in milliseconds (before 1980 or after 2200); it looks like seconds: set timestamp_unit: s"),
+        ("us", "1600000000000", "it looks like milliseconds: set timestamp_unit: ms"),
+        ("us", "1600000000", "it looks like seconds: set timestamp_unit: s"),
+    ],
+)
+def test_timestamp_in_another_unit_is_quarantined_with_the_unit_it_looks_like(spark, unit, raw, detail_part):
+    source = SourceConfig(
+        name="e", kind="interactions", paths=["unused"], columns={"user_id": "u", "item_id": "i", "event_ts": "t"},
+        timestamp_unit=unit,
+    )  # fmt: skip
+    bronze = bronze_frame(spark, [("e", "f", "raw", False, "u", "i", None, None, None, raw)])
+
+    row = validate_interactions(bronze, source, dt.datetime(2030, 1, 1)).first()
+
+    assert (row.reason, row.column) == (reasons.TIMESTAMP_UNIT_MISMATCH, "event_ts")
+    assert detail_part in row.detail and f"'{raw}'" in row.detail and row.detail.endswith("on source e")
+
+
+@pytest.mark.parametrize(("unit", "raw"), [("s", "1600000000"), ("s", "0"), ("ms", "1600000000000"), ("us", "5")])
+def test_plausible_or_unexplained_epoch_values_are_not_unit_mismatches(spark, unit, raw):
+    source = SourceConfig(
+        name="e", kind="interactions", paths=["unused"], columns={"user_id": "u", "item_id": "i", "event_ts": "t"},
+        timestamp_unit=unit,
+    )  # fmt: skip
+    bronze = bronze_frame(spark, [("e", "f", "raw", False, "u", "i", None, None, None, raw)])
+
+    assert validate_interactions(bronze, source, dt.datetime(2030, 1, 1)).first().reason is None
+
+
+def test_tab_separated_play_counts_without_time_or_rating_flow_to_silver(spark, tmp_path):
+    path = tmp_path / "plays.tsv"
+    path.write_text("user\titem\tcount\nu1\tartist a\t12\nu1\tartist b\t3\nu2\tartist a\t0\n")
+    source = SourceConfig(
+        name="plays",
+        kind="interactions",
+        paths=[str(path)],
+        columns={"user_id": "user", "item_id": "item", "weight": "count"},
+        delimiter="\t",
+        event_type="play",
+        event_time="run_date",
+    )
+
+    bronze = read_source(spark, source, run_date=INGEST_DATE)
+    validated = validate_interactions(bronze, source, MAX_EVENT_TS)
+
+    silver = to_silver_rows(validated, INGEST_DATE, RUN_ID).collect()
+    assert sorted((r.user_id, r.item_id, r.event_type, r.rating, r.weight, r.event_ts) for r in silver) == [
+        ("u1", "artist a", "play", None, 12.0, dt.datetime(2024, 1, 1)),
+        ("u1", "artist b", "play", None, 3.0, dt.datetime(2024, 1, 1)),
+    ]
+    assert [(r.reason, r.column) for r in to_quarantine_rows(validated, INGEST_DATE, RUN_ID).collect()] == [
+        (reasons.WEIGHT_INVALID, "weight")
+    ]
+
+
+def test_event_time_constant_fills_every_row(spark, tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("u,i\na,x\nb,y\n")
+    source = SourceConfig(
+        name="export", kind="interactions", paths=[str(path)], columns={"user_id": "u", "item_id": "i"},
+        event_time="constant 2023-06-30T12:00:00+02:00",
+    )  # fmt: skip
+
+    validated = validate_interactions(read_source(spark, source), source, MAX_EVENT_TS)
+
+    assert {(r.event_ts, r.reason) for r in validated.collect()} == {(dt.datetime(2023, 6, 30, 10, 0), None)}

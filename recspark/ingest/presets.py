@@ -1,6 +1,6 @@
 """Source definitions for the MovieLens file formats and the synthetic generator's output.
 
-Every preset is plain :class:`~recspark.config.SourceConfig` values: any other dataset is ingested
+Every preset is plain :class:`~recspark.ingest.settings.SourceConfig` values: any other dataset is ingested
 by writing such sources in the config, no code needed.
 
 Decisions: MovieLens ratings are events of type ``rating`` that must carry a rating inside the
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from recspark.config import ConfigError, SourceConfig
+from recspark.config import ConfigError
+from recspark.ingest.settings import SourceConfig
 
 # Genre flag columns of ml-100k's u.item, in file order after id|title|release date|video
 # release date|IMDb URL (so they are _c5 .. _c23).

@@ -1,8 +1,10 @@
 """Read one configured source into the bronze layout: every row as read, every value a string.
 
 Bronze columns: ``source`` (the source's name), ``source_file`` (``input_file_name()``),
-``raw_record`` (the row as read), ``is_malformed`` and the raw canonical columns of the source's
-kind (:data:`RAW_COLUMNS`; canonical columns the source does not map are null).
+``raw_record`` (the row as read), ``is_malformed``, the raw canonical columns of the source's
+kind (:data:`RAW_COLUMNS`; canonical columns the source does not map are null) and
+``read_order`` (a long that increases with a record's position within its file: the order key
+for "the last-written row wins"; not a line number and not contiguous).
 
 Decisions:
 
@@ -12,8 +14,11 @@ Decisions:
   or too many fields is kept, flagged ``is_malformed`` and carries Spark's raw text of the line.
   The delimiter may be multi-character (``::``). Quoting follows RFC 4180 (a quote inside a quoted
   field is doubled); ``quote: ""`` turns quoting off. Files of one source must share one layout.
-  Lines are records (no multi-line mode): a quoted field holding a line break ends up as
-  malformed pieces in quarantine rather than one row.
+* With quoting on and ``multiline: true`` (the default) a quoted field may hold line breaks and
+  the record stays one row (Spark's multiLine mode; each file is read by one task). An unclosed
+  quote therefore runs to the end of the file and the rest of the file becomes one malformed
+  row. ``multiline: false`` reads one record per line (large files split across tasks); a quoted
+  line break would then split a record into pieces, so use it only for files without one.
 * ``raw_record`` of a well-formed CSV row is its fields re-joined with the delimiter (quoted
   again where they hold the delimiter or the quote); of a JSON or Parquet row, a JSON object of
   the mapped fields. JSON numbers, booleans and nested values become their JSON text.
@@ -23,7 +28,11 @@ Decisions:
   ``_*`` or ``.*`` inside directories skipped) and the first line of each CSV file is checked, so
   a missing path or a header without the mapped columns raises :class:`IngestInputError` naming
   the file, instead of failing later inside a Spark task. Empty files yield zero rows and a
-  logged warning.
+  logged warning; :func:`check_not_empty` turns a source without any row into
+  :class:`EmptyInputError`.
+* A source without an event time column (``event_time`` set, event_ts unmapped) gets its raw
+  ``event_ts`` filled here as an ISO-8601 text: the run date at 00:00 UTC, the file's
+  modification time or the configured constant.
 * Genre flag columns (``genre_flag_columns``) become the raw ``genres`` value: the names of the
   flags that hold ``1``, joined with ``genre_separator``; any other flag value means "not this
   genre".
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,34 +51,39 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark import schemas
-from recspark.config import ConfigError, SourceConfig
+from recspark.config import ConfigError
+from recspark.ingest.settings import (
+    EVENT_TIME_CONSTANT,
+    EVENT_TIME_FILE_MODIFIED,
+    EVENT_TIME_RUN_DATE,
+    KIND_COLUMNS,
+    SourceConfig,
+    event_time_constant,
+    event_time_mode,
+    validate_source,
+)
 
 log = logging.getLogger(__name__)
 
-RAW_COLUMNS = {
-    "interactions": schemas.INTERACTION_RAW_COLUMNS,
-    "items": schemas.ITEM_RAW_COLUMNS,
-    "item_tags": schemas.ITEM_TAG_RAW_COLUMNS,
-}
-REQUIRED_COLUMNS = {
-    "interactions": ["user_id", "item_id", "event_ts"],
-    "items": ["item_id"],
-    "item_tags": ["item_id", "tag"],
-}
-FORMATS = ("csv", "json", "parquet")
-TIMESTAMP_UNITS = ("s", "ms", "us", "format", "iso")
+RAW_COLUMNS = KIND_COLUMNS
 CORRUPT_RECORD = "_corrupt_record"
+FILE_MODIFIED = "_file_modified"
+ISO_PATTERN = "yyyy-MM-dd HH:mm:ss.SSSSSSXXX"  # Spark pattern of a filled event_ts text
 
 
 class IngestInputError(ValueError):
     """Input files that cannot be read as configured; the message names the file and the problem."""
 
 
+class EmptyInputError(IngestInputError):
+    """A source yielded no rows (no files, only 0-byte files, or only headers)."""
+
+
 @dataclass(frozen=True)
 class InputFile:
     path: str  # fully qualified, e.g. file:/data/ratings.csv
     size: int  # bytes
+    modified_ms: int = 0  # modification time, milliseconds since the epoch (UTC)
 
 
 def bronze_schema(kind: str) -> T.StructType:
@@ -80,19 +95,30 @@ def bronze_schema(kind: str) -> T.StructType:
             T.StructField("raw_record", T.StringType(), True),
             T.StructField("is_malformed", T.BooleanType(), False),
             *[T.StructField(name, T.StringType(), True) for name in RAW_COLUMNS[kind]],
+            T.StructField("read_order", T.LongType(), True),
         ]
     )
 
 
-def read_source(spark: SparkSession, source: SourceConfig) -> DataFrame:
+def read_source(
+    spark: SparkSession,
+    source: SourceConfig,
+    files: list[InputFile] | None = None,
+    run_date: dt.date | None = None,
+) -> DataFrame:
     """Read every file of ``source`` into the bronze layout (one row per input row, nothing dropped).
 
+    ``files``: read only these (e.g. the new files of an incremental night, from
+    :func:`list_input_files`); default: every file the source's paths match. ``run_date`` fills
+    event_ts for ``event_time: run_date``.
     Raises :class:`~recspark.config.ConfigError` for an inconsistent source definition and
     :class:`IngestInputError` for a missing path or a CSV header without the mapped columns.
     """
     check_source(source)
+    if event_time_mode(source) == EVENT_TIME_RUN_DATE and run_date is None:
+        raise ValueError(f"source {source.name!r}: event_time run_date needs the run date (run_date=...)")
     charset = spark_charset(spark, source.encoding)
-    files = list_input_files(spark, source.paths)
+    files = list_input_files(spark, source.paths) if files is None else files
     if source.format == "csv":
         first_lines = {f.path: first_non_blank_line(spark, f.path, charset) for f in files if f.size}
         non_empty = [f for f in files if first_lines.get(f.path) is not None]
@@ -105,44 +131,41 @@ def read_source(spark: SparkSession, source: SourceConfig) -> DataFrame:
         return spark.createDataFrame([], bronze_schema(source.kind))
     paths = [f.path for f in non_empty]
     if source.format == "csv":
-        return _read_csv(spark, source, paths, [first_lines[p] for p in paths], charset)
+        return _read_csv(spark, source, paths, [first_lines[p] for p in paths], charset, run_date)
     if source.format == "json":
-        return _read_json(spark, source, paths, charset)
-    return _read_parquet(spark, source, paths)
+        return _read_json(spark, source, paths, charset, run_date)
+    return _read_parquet(spark, source, paths, run_date)
 
 
 def check_source(source: SourceConfig) -> None:
-    """Raise ConfigError when ``source`` cannot describe a readable input (checked before any I/O)."""
-    where = f"source {source.name!r}"
-    if source.kind not in RAW_COLUMNS:
-        raise ConfigError(f"{where}: kind must be one of {sorted(RAW_COLUMNS)}, got {source.kind!r}")
-    if source.format not in FORMATS:
-        raise ConfigError(f"{where}: format must be one of {list(FORMATS)}, got {source.format!r}")
-    if not source.paths:
-        raise ConfigError(f"{where}: paths is empty")
-    unknown = sorted(set(source.columns) - set(RAW_COLUMNS[source.kind]))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown canonical column(s) {unknown} for kind {source.kind}; "
-            f"known: {RAW_COLUMNS[source.kind]}"
-        )
-    missing = [c for c in REQUIRED_COLUMNS[source.kind] if c not in source.columns]
-    if missing:
-        raise ConfigError(f"{where}: columns must map {missing}")
-    if source.kind == "interactions" and "event_type" not in source.columns and not source.event_type.strip():
-        raise ConfigError(f"{where}: event_type is blank and no event_type column is mapped")
-    if source.genre_flag_columns and source.kind != "items":
-        raise ConfigError(f"{where}: genre_flag_columns only applies to kind items")
-    if source.timestamp_unit not in TIMESTAMP_UNITS:
-        raise ConfigError(
-            f"{where}: timestamp_unit must be one of {list(TIMESTAMP_UNITS)}, got {source.timestamp_unit!r}"
-        )
-    if source.timestamp_unit == "format" and not source.timestamp_format:
-        raise ConfigError(f"{where}: timestamp_unit format needs timestamp_format")
-    if not source.delimiter:
-        raise ConfigError(f"{where}: delimiter is empty")
-    if len(source.quote) > 1:
-        raise ConfigError(f"{where}: quote must be one character or empty, got {source.quote!r}")
+    """Raise ConfigError when ``source`` cannot describe a readable input (checked before any I/O;
+    the checks are :func:`~recspark.ingest.settings.validate_source`)."""
+    try:
+        validate_source(source)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def check_not_empty(source: SourceConfig, files: list[InputFile], rows_read: int) -> None:
+    """Raise :class:`EmptyInputError` when ``source`` yielded no rows from ``files``.
+
+    The message names the source, its paths and why there is nothing (no files, 0-byte files,
+    files without data rows) and how to accept an empty night. Call it with the bronze row count
+    of the source, before anything is written.
+    """
+    if rows_read:
+        return
+    if not files:
+        why = "the paths match no files (empty directory?)"
+    elif all(f.size == 0 for f in files):
+        why = f"every file is 0 bytes: {[f.path for f in files]}"
+    else:
+        why = f"the files hold no data rows (header only?): {[f.path for f in files]}"
+    raise EmptyInputError(
+        f"source {source.name!r} ({', '.join(source.paths)}) yielded no rows: {why}. Nothing was "
+        "written. If the night really had no data, rerun with --allow-empty "
+        "(ingest.allow_empty: true); stored data is then kept as it is."
+    )
 
 
 def spark_charset(spark: SparkSession, encoding: str) -> str:
@@ -166,7 +189,7 @@ def list_input_files(spark: SparkSession, paths: list[str]) -> list[InputFile]:
     """Expand globs and directories (recursively) into files, in a stable sorted order.
 
     Any Hadoop file system URI works (file:, s3a:, abfss:, ...). A path that matches nothing
-    raises IngestInputError.
+    raises IngestInputError; an empty directory yields no files.
     """
     jvm = spark.sparkContext._jvm
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
@@ -179,14 +202,19 @@ def list_input_files(spark: SparkSession, paths: list[str]) -> list[InputFile]:
             raise IngestInputError(f"{pattern}: path does not exist")
         for status in statuses:
             if not status.isDirectory():
-                files[status.getPath().toString()] = InputFile(status.getPath().toString(), status.getLen())
+                files[status.getPath().toString()] = _input_file(status)
                 continue
             listing = fs.listFiles(status.getPath(), True)
             while listing.hasNext():
                 entry = listing.next()
                 if not entry.getPath().getName().startswith(("_", ".")):
-                    files[entry.getPath().toString()] = InputFile(entry.getPath().toString(), entry.getLen())
+                    files[entry.getPath().toString()] = _input_file(entry)
     return [files[p] for p in sorted(files)]
+
+
+def _input_file(status) -> InputFile:
+    """InputFile of a Hadoop FileStatus."""
+    return InputFile(status.getPath().toString(), status.getLen(), status.getModificationTime())
 
 
 def first_non_blank_line(spark: SparkSession, path: str, charset: str) -> str | None:
@@ -295,8 +323,12 @@ def _bronze(
     raw_record: Column,
     is_malformed: Column,
     field: Callable[[str], Column],
+    run_date: dt.date | None,
 ) -> DataFrame:
-    """Select the bronze layout; ``field(file_column)`` gives the string Column of a file column."""
+    """Select the bronze layout; ``field(file_column)`` gives the string Column of a file column.
+
+    ``df`` is the file scan itself (``read_order`` must be taken before any shuffle) and holds
+    the file's modification time in :data:`FILE_MODIFIED`."""
     canonical = {name: field(file_column) for name, file_column in source.columns.items()}
     if source.genre_flag_columns:
         flagged = [
@@ -305,17 +337,44 @@ def _bronze(
         ]
         genres_column = [canonical["genres"]] if "genres" in canonical else []
         canonical["genres"] = F.concat_ws(source.genre_separator, *genres_column, *flagged)
+    if event_time_mode(source):
+        canonical["event_ts"] = _filled_event_ts(source, run_date)
     return df.select(
         F.lit(source.name).alias("source"),
         F.input_file_name().alias("source_file"),
         raw_record.alias("raw_record"),
         is_malformed.alias("is_malformed"),
         *[canonical.get(name, F.lit(None).cast("string")).alias(name) for name in RAW_COLUMNS[source.kind]],
+        F.monotonically_increasing_id().alias("read_order"),
     )
 
 
+def _filled_event_ts(source: SourceConfig, run_date: dt.date | None) -> Column:
+    """ISO-8601 text of the event time of a source without an event_ts column."""
+    mode = event_time_mode(source)
+    if mode == EVENT_TIME_FILE_MODIFIED:
+        return F.date_format(F.col(FILE_MODIFIED), ISO_PATTERN)
+    if mode == EVENT_TIME_CONSTANT:
+        return F.lit(event_time_constant(source).isoformat())
+    midnight = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.timezone.utc)
+    return F.lit(midnight.isoformat())
+
+
+def _with_file_modified(df: DataFrame, source: SourceConfig) -> DataFrame:
+    """With ``event_time: file_modified``, add the scanned file's modification time (Spark's
+    hidden ``_metadata`` column) as :data:`FILE_MODIFIED`; otherwise ``df`` unchanged."""
+    if event_time_mode(source) != EVENT_TIME_FILE_MODIFIED:
+        return df
+    return df.withColumn(FILE_MODIFIED, F.col("_metadata.file_modification_time"))
+
+
 def _read_csv(
-    spark: SparkSession, source: SourceConfig, paths: list[str], first_lines: list[str], charset: str
+    spark: SparkSession,
+    source: SourceConfig,
+    paths: list[str],
+    first_lines: list[str],
+    charset: str,
+    run_date: dt.date | None,
 ) -> DataFrame:
     names, positions = _csv_layout(source, paths, first_lines)
     positional = [f"_c{i}" for i in range(len(names))]
@@ -334,12 +393,14 @@ def _read_csv(
             encoding=charset,
             quote=source.quote,
             escape=source.quote,
+            multiLine=source.multiline and bool(source.quote),
             mode="PERMISSIVE",
             columnNameOfCorruptRecord=CORRUPT_RECORD,
         )
         .csv(paths)
-        .toDF(*positional, CORRUPT_RECORD)
     )
+    df = _with_file_modified(df, source)
+    df = df.toDF(*positional, CORRUPT_RECORD, *df.columns[len(positional) + 1 :])
     rejoined = F.concat_ws(source.delimiter, *[_render_csv_field(F.col(c), source) for c in positional])
     corrupt = F.col(CORRUPT_RECORD)
     return _bronze(
@@ -348,10 +409,13 @@ def _read_csv(
         raw_record=F.coalesce(corrupt, rejoined),
         is_malformed=corrupt.isNotNull(),
         field=lambda file_column: F.col(f"_c{positions[file_column]}"),
+        run_date=run_date,
     )
 
 
-def _read_json(spark: SparkSession, source: SourceConfig, paths: list[str], charset: str) -> DataFrame:
+def _read_json(
+    spark: SparkSession, source: SourceConfig, paths: list[str], charset: str, run_date: dt.date | None
+) -> DataFrame:
     mapped = _mapped_file_columns(source)
     schema = T.StructType(
         [T.StructField(name, T.StringType(), True) for name in mapped]
@@ -362,6 +426,7 @@ def _read_json(spark: SparkSession, source: SourceConfig, paths: list[str], char
         .options(encoding=charset, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT_RECORD)
         .json(paths)
     )
+    df = _with_file_modified(df, source)
     corrupt = F.col(CORRUPT_RECORD)
     return _bronze(
         df,
@@ -369,10 +434,13 @@ def _read_json(spark: SparkSession, source: SourceConfig, paths: list[str], char
         raw_record=F.coalesce(corrupt, F.to_json(F.struct(*[_quoted(name) for name in mapped]))),
         is_malformed=corrupt.isNotNull(),
         field=_quoted,
+        run_date=run_date,
     )
 
 
-def _read_parquet(spark: SparkSession, source: SourceConfig, paths: list[str]) -> DataFrame:
+def _read_parquet(
+    spark: SparkSession, source: SourceConfig, paths: list[str], run_date: dt.date | None
+) -> DataFrame:
     df = spark.read.parquet(*paths)
     mapped = _mapped_file_columns(source)
     missing = [name for name in mapped if name not in df.columns]
@@ -381,6 +449,7 @@ def _read_parquet(spark: SparkSession, source: SourceConfig, paths: list[str]) -
             f"{paths[0]}: Parquet schema does not contain the mapped column(s) {missing}; found {df.columns}"
         )
     types = {f.name: f.dataType for f in df.schema.fields}
+    df = _with_file_modified(df, source)
 
     def as_string(name: str) -> Column:
         if isinstance(types[name], T.ArrayType):
@@ -393,4 +462,5 @@ def _read_parquet(spark: SparkSession, source: SourceConfig, paths: list[str]) -
         raw_record=F.to_json(F.struct(*[_quoted(name) for name in mapped])),
         is_malformed=F.lit(False),
         field=as_string,
+        run_date=run_date,
     )

@@ -7,8 +7,14 @@ first failing one wins:
 
 interactions: malformed row, invalid encoding (user_id, item_id, event_type, rating, weight,
 event_ts in that order), missing user_id, missing item_id, missing event_type, missing timestamp,
-timestamp invalid, timestamp in the future, rating not numeric, missing rating, rating out of
-range, weight invalid.
+timestamp unit mismatch, timestamp invalid, timestamp in the future, rating not numeric, missing
+rating, rating out of range, weight invalid.
+
+Timestamp unit mismatch (epoch units only): a value that lands after 2200 in the configured unit
+but between 1980 and 2200 in a finer one (s -> ms, us, ns; ms -> us, ns; us -> ns), or before
+1980 in the configured unit but between 1980 and 2200 in a coarser one (ms -> s; us -> ms, s).
+The detail names the unit it looks like and the setting to change. A source with ``event_time``
+set has its event_ts filled by the reader as ISO-8601 text and parsed as such.
 
 items: malformed row, invalid encoding, missing item_id.
 item tags: malformed row, invalid encoding, missing item_id, missing tag.
@@ -30,8 +36,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recspark import schemas
-from recspark.config import SourceConfig
 from recspark.ingest import reasons
+from recspark.ingest.settings import SourceConfig
 
 NO_GENRES_LISTED = "(no genres listed)"  # MovieLens' marker for an item without genres
 FAILURE_COLUMNS = ["reason", "column", "detail"]
@@ -42,6 +48,11 @@ MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
 # Epoch values outside 0001-01-01 .. 9999-12-31T23:59:59 are invalid timestamps.
 MIN_EPOCH_SECONDS = -62_135_596_800
 MAX_EPOCH_SECONDS = 253_402_300_799
+# Epoch values are plausible event times between these instants (seconds since the epoch).
+PLAUSIBLE_FROM_SECONDS = 315_532_800  # 1980-01-01
+PLAUSIBLE_UNTIL_SECONDS = 7_258_118_400  # 2200-01-01
+UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+SECONDS_PER_UNIT = {"s": 1, "ms": 10**-3, "us": 10**-6, "ns": 10**-9}
 UNIT_DESCRIPTIONS = {
     "s": "an epoch time in seconds",
     "ms": "an epoch time in milliseconds",
@@ -63,7 +74,7 @@ class Check:
 def validate_interactions(bronze: DataFrame, source: SourceConfig, max_event_ts: dt.datetime) -> DataFrame:
     """Typed interaction rows plus reason/column/detail (see the module docstring for the checks).
 
-    Output columns: source, source_file, raw_record, user_id, item_id (trimmed strings),
+    Output columns: source, source_file, raw_record, read_order, user_id, item_id (trimmed strings),
     event_type (lower-cased; the mapped column or the constant ``source.event_type``), rating
     (double, null allowed unless ``rating_required``), weight (double; 1.0 when unmapped or
     blank), event_ts (timestamp parsed per ``timestamp_unit``), reason, column, detail.
@@ -74,6 +85,7 @@ def validate_interactions(bronze: DataFrame, source: SourceConfig, max_event_ts:
     text = _trimmed_text(bronze, schemas.INTERACTION_RAW_COLUMNS)
     typed = text.select(
         *LINEAGE_COLUMNS,
+        "read_order",
         "is_malformed",
         *[f"{name}_text" for name in schemas.INTERACTION_RAW_COLUMNS],
         F.col("user_id_text").alias("user_id"),
@@ -103,6 +115,7 @@ def validate_interactions(bronze: DataFrame, source: SourceConfig, max_event_ts:
         checks.append(_missing_check(reasons.MISSING_EVENT_TYPE, "event_type"))
     checks += [
         _missing_check(reasons.MISSING_TIMESTAMP, "event_ts"),
+        *_unit_mismatch_checks(source),
         Check(
             reasons.TIMESTAMP_INVALID,
             "event_ts",
@@ -150,6 +163,7 @@ def validate_interactions(bronze: DataFrame, source: SourceConfig, max_event_ts:
         )
     return _with_failure(typed, checks).select(
         *LINEAGE_COLUMNS,
+        "read_order",
         "user_id",
         "item_id",
         "event_type",
@@ -222,6 +236,15 @@ def to_silver_rows(validated: DataFrame, ingest_date: dt.date, run_id: str) -> D
     return conform(_with_run(valid_rows(validated), ingest_date, run_id), schemas.INTERACTIONS)
 
 
+def to_silver_candidates(validated: DataFrame, ingest_date: dt.date, run_id: str) -> DataFrame:
+    """Valid interaction rows as input of :mod:`recspark.ingest.dedupe`: the silver columns
+    (:func:`to_silver_rows`) plus ``read_order`` and ``raw_record``, which decide and explain
+    which of several rows of one event is kept."""
+    rows = _with_run(valid_rows(validated), ingest_date, run_id)
+    silver_columns = [F.col(f.name).cast(f.dataType).alias(f.name) for f in schemas.INTERACTIONS.fields]
+    return rows.select(*silver_columns, "read_order", "raw_record")
+
+
 def to_quarantine_rows(validated: DataFrame, ingest_date: dt.date, run_id: str) -> DataFrame:
     """Rejected rows of any ``validate_*`` output with exactly the columns of
     :data:`recspark.schemas.QUARANTINE`."""
@@ -246,9 +269,14 @@ def _with_run(df: DataFrame, ingest_date: dt.date, run_id: str) -> DataFrame:
 
 
 def _trimmed_text(bronze: DataFrame, raw_columns: list[str]) -> DataFrame:
-    """Add ``<column>_text``: the raw value without surrounding whitespace, null when blank."""
+    """Add ``<column>_text``: the raw value without surrounding whitespace, null when blank.
+
+    Bronze rows written before ``read_order`` existed get a null read_order."""
+    if "read_order" not in bronze.columns:
+        bronze = bronze.withColumn("read_order", F.lit(None).cast("long"))
     return bronze.select(
         *LINEAGE_COLUMNS,
+        "read_order",
         "is_malformed",
         *[
             _blank_to_null(F.regexp_replace(name, r"^\s+|\s+$", "")).alias(f"{name}_text")
@@ -321,8 +349,9 @@ def _try_cast(name: str, sql_type: str) -> Column:
 def _parse_event_ts(name: str, source: SourceConfig) -> Column:
     """Timestamp of the text column ``name`` per ``source.timestamp_unit`` (null when invalid).
 
-    Epoch units accept decimals (fractions below a microsecond are truncated toward the past)."""
-    unit = source.timestamp_unit
+    Epoch units accept decimals (fractions below a microsecond are truncated toward the past).
+    A source with ``event_time`` holds the reader's ISO-8601 fill."""
+    unit = "iso" if source.event_time else source.timestamp_unit
     if unit == "iso":
         return _try_cast(name, "TIMESTAMP")
     if unit == "format":
@@ -330,6 +359,47 @@ def _parse_event_ts(name: str, source: SourceConfig) -> Column:
     seconds = _try_cast(name, "DECIMAL(38, 9)") / F.lit(1_000_000 // MICROS_PER_UNIT[unit])
     micros = F.floor(seconds * F.lit(1_000_000)).cast("long")
     return F.when(seconds.between(MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS), F.timestamp_micros(micros))
+
+
+def _unit_mismatch_checks(source: SourceConfig) -> list[Check]:
+    """The timestamp unit mismatch check of an epoch-unit source (none for other sources)."""
+    unit = source.timestamp_unit
+    if source.event_time or unit not in MICROS_PER_UNIT:
+        return []
+    seconds = _try_cast("event_ts_text", "DECIMAL(38, 9)") * F.lit(SECONDS_PER_UNIT[unit])
+
+    def plausible_in(other: str) -> Column:
+        value = seconds / F.lit(SECONDS_PER_UNIT[unit]) * F.lit(SECONDS_PER_UNIT[other])
+        return value.between(PLAUSIBLE_FROM_SECONDS, PLAUSIBLE_UNTIL_SECONDS)
+
+    units = list(UNIT_NAMES)
+    finer = units[units.index(unit) + 1 :]
+    coarser = units[: units.index(unit)][::-1]
+    suggestion = None
+    for candidates, out_of_range in ((finer, seconds > PLAUSIBLE_UNTIL_SECONDS), (coarser, seconds < PLAUSIBLE_FROM_SECONDS)):
+        for other in candidates:
+            condition = out_of_range & plausible_in(other)
+            suggestion = (F.when if suggestion is None else suggestion.when)(condition, F.lit(other))
+    if suggestion is None:
+        return []
+    advice = F.when(
+        suggestion == "ns",
+        F.lit("timestamp_unit has no ns: convert the column to us"),
+    ).otherwise(F.concat(F.lit("set timestamp_unit: "), suggestion))
+    return [
+        Check(
+            reasons.TIMESTAMP_UNIT_MISMATCH,
+            "event_ts",
+            suggestion.isNotNull(),
+            _format(
+                f"event_ts '%s' is not a plausible time in {UNIT_NAMES[unit]} (before 1980 or after 2200); "
+                f"it looks like %s: %s on source {_escape(source.name)}",
+                F.col("event_ts_text"),
+                F.element_at(F.create_map(*[F.lit(x) for kv in UNIT_NAMES.items() for x in kv]), suggestion),
+                advice,
+            ),
+        )
+    ]
 
 
 def _unit_description(source: SourceConfig) -> str:
