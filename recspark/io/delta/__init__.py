@@ -41,6 +41,7 @@ from recspark.io.delta.common import (
     SchemaMismatchError,
     schema_diff,
 )
+from recspark.io.delta.orphans import remove_orphan_files
 from recspark.io.delta.rs import ActiveFiles, DeltaRsEngine, active_files
 from recspark.io.delta.spark import DeltaSparkEngine
 
@@ -201,3 +202,8 @@ class DeltaTables:
     def vacuum(self, name: str, retention_hours: int = 168) -> list[str]:
         """Delete files no longer referenced by versions younger than ``retention_hours``."""
         return self._engine.vacuum(self.location(name), retention_hours)
+
+    def remove_orphan_files(self, name: str, grace_period_s: float = 3600.0) -> list[str]:
+        """Delete files of ``name`` that no version retained in its log refers to (part files of
+        killed writes) and older than ``grace_period_s``; the table-relative paths removed."""
+        return remove_orphan_files(self.location(name), grace_period_s)
