@@ -143,3 +143,50 @@ def test_waiting_for_the_lock_succeeds_once_the_holder_ends(tmp_path):
         holder.kill()
         holder.wait(timeout=30)
     assert time.monotonic() - started < 30
+
+
+def race_once(monkeypatch, competing_commit):
+    """Make the next commit lose the race: right before it, ``competing_commit(location)`` lands."""
+    from recspark.io.delta import rs
+
+    original = rs.DeltaRsEngine.open
+    state = {"raced": False}
+
+    def open_after_a_competing_commit(self, location, version=None):
+        if version is not None and not state["raced"]:
+            state["raced"] = True
+            competing_commit(location)
+        return original(self, location, version)
+
+    monkeypatch.setattr(rs.DeltaRsEngine, "open", open_after_a_competing_commit)
+
+
+def test_a_blind_partition_replace_is_retried_after_a_disjoint_commit_only(spark, tmp_path, monkeypatch):
+    from deltalake import DeltaTable
+    from deltalake.transaction import CommitProperties
+
+    def empty_append(location):
+        table = DeltaTable(location)
+        table.create_write_transaction([], mode="append", schema=table.schema(), partition_by=["day"],
+                                       commit_properties=CommitProperties(custom_metadata={"recspark.run_id": "rival"}))
+
+    def overwrite_everything(location):
+        table = DeltaTable(location)
+        table.create_write_transaction([], mode="overwrite", schema=table.schema(), partition_by=["day"],
+                                       commit_properties=CommitProperties(custom_metadata={"recspark.run_id": "rival"}))
+
+    tables = DeltaTables(spark, lambda name: str(tmp_path / name), engine="delta-rs")
+    schema = "who string, day string"
+    tables.write(spark.createDataFrame([("a", "d1"), ("b", "d2")], schema), "p", partition_by=["day"])
+
+    race_once(monkeypatch, empty_append)
+    version = tables.write(spark.createDataFrame([("c", "d1")], schema), "p", partition_by=["day"],
+                           replace_partition={"day": "d1"})
+    assert version == 2  # retried on top of the rival's version 1
+    assert sorted((r.day, r.who) for r in tables.read("p").collect()) == [("d1", "c"), ("d2", "b")]
+
+    race_once(monkeypatch, overwrite_everything)
+    with pytest.raises(ConcurrentWriteError, match="run rival"):
+        tables.write(spark.createDataFrame([("d", "d1")], schema), "p", partition_by=["day"],
+                     replace_partition={"day": "d1"}, expected_version=None)
+    assert tables.version("p") == 3 and tables.read("p").count() == 0
