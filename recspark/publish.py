@@ -4,14 +4,21 @@
 :func:`attach_because_items` finds a "because you liked" item for recommendations without
 one, :func:`with_explanations` maps ids to the published columns, and :func:`gate_breaches`
 compares a run's :class:`PublishStats` with the last published run's.
+
+Reliability pieces: :func:`gate_baseline` picks the last *unforced* publish as the baseline,
+:func:`evaluate_gate` reports every check it could not make (a missing metric is a breach or a
+warning by :class:`GateSettings`), :func:`latest_source` / :func:`latest_in_step` pair
+``recommendations_latest`` with the dated table, and :func:`require_same_fit` refuses user and
+item factors of different fits.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from recspark.io.delta.common import Commit
 from recspark.recommenders.item_similarity import NEIGHBOR_COL
 
 
@@ -167,3 +174,145 @@ def gate_breaches(
                 f"{name} fell from {before:g} to {now:g} (more than {max_relative_drop:.0%} below the last published run)"
             )
     return breaches
+
+
+MISSING_METRIC_ACTIONS = ("breach", "warn")
+
+
+@dataclass
+class GateSettings:
+    """The quality gate: ``min_user_coverage`` (share of known users), ``max_relative_drop`` (a
+    fraction) and what a check that cannot be made because the evaluation metric is missing
+    becomes: ``on_missing_metric`` ``breach`` (refuse unless forced) or ``warn`` (a loud warning)."""
+
+    min_user_coverage: float = 0.99
+    max_relative_drop: float = 0.2
+    on_missing_metric: str = "breach"
+
+    def __post_init__(self):
+        if not 0 <= self.min_user_coverage <= 1:
+            raise ValueError(f"publish.min_user_coverage must be in [0, 1], got {self.min_user_coverage}")
+        if not 0 <= self.max_relative_drop <= 1:
+            raise ValueError(f"publish.max_relative_drop must be in [0, 1], got {self.max_relative_drop}")
+        if self.on_missing_metric not in MISSING_METRIC_ACTIONS:
+            raise ValueError(
+                f"publish.on_missing_metric must be one of {MISSING_METRIC_ACTIONS}, got {self.on_missing_metric!r}"
+            )
+
+
+@dataclass
+class GateVerdict:
+    """``breaches`` refuse the publish (unless forced); ``warnings`` must be logged loudly;
+    ``skipped`` names every check that was not made, whichever of the two it became."""
+
+    breaches: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _unprefixed(metadata: dict[str, str]) -> dict[str, str]:
+    return {key.removeprefix("recspark."): value for key, value in metadata.items()}
+
+
+def gate_baseline(history: list[Commit], run_date: str) -> PublishStats | None:
+    """The stats to compare tonight (``run_date``, ISO) with: those of the newest unforced
+    publish of another run date in ``history`` (newest first), its metric replaced by that of the
+    newest unforced publish that has one (a night published without evaluation does not erase
+    the metric baseline). A ``--force``d publish is never a baseline. None when there is none."""
+    baseline, metric = None, None
+    for commit in history:
+        values = _unprefixed(commit.metadata)
+        if values.get("run_date") == run_date or values.get("forced", "False") == "True":
+            continue
+        stats = PublishStats.from_metadata(values)
+        if stats is None:
+            continue
+        baseline = baseline or stats
+        if stats.metric is not None:
+            metric = stats.metric
+            break
+    if baseline is None:
+        return None
+    return PublishStats(baseline.users, baseline.known_users, baseline.rows, baseline.catalog_coverage, metric)
+
+
+def gate_skipped_checks(current: PublishStats, previous: PublishStats | None) -> tuple[list[str], list[str]]:
+    """Checks :func:`gate_breaches` could not make, as (missing metric checks, other checks)."""
+    if previous is None:
+        return [], ["no earlier unforced publish to compare with: only the user coverage was checked"]
+    metric, other = [], []
+    if current.metric is None:
+        metric.append("evaluation metric: this run date has no evaluation (did evaluate run?)")
+    elif previous.metric is None:
+        other.append("evaluation metric: no earlier unforced publish has one to compare with")
+    for name, before in (("users with recommendations", previous.users), ("rows", previous.rows),
+                         ("catalog coverage", previous.catalog_coverage)):
+        if before <= 0:
+            other.append(f"{name}: the baseline has {before:g}")
+    return metric, other
+
+
+def evaluate_gate(current: PublishStats, previous: PublishStats | None, settings: GateSettings) -> GateVerdict:
+    """:func:`gate_breaches` plus every skipped check: a missing metric is a breach or a warning
+    by ``settings.on_missing_metric``; the other skips (first publish, empty baseline) are warnings."""
+    missing_metric, other = gate_skipped_checks(current, previous)
+    verdict = GateVerdict(
+        breaches=gate_breaches(current, previous, settings.min_user_coverage, settings.max_relative_drop),
+        warnings=list(other),
+        skipped=missing_metric + other,
+    )
+    if settings.on_missing_metric == "breach":
+        verdict.breaches.extend(f"check not made: {m}" for m in missing_metric)
+    else:
+        verdict.warnings.extend(f"check not made: {m}" for m in missing_metric)
+    return verdict
+
+
+@dataclass(frozen=True)
+class LatestSource:
+    """The ``recommendations`` commit that ``recommendations_latest`` must hold: its version and
+    run date (ISO)."""
+
+    version: int
+    run_date: str
+
+    def as_metadata(self) -> dict[str, str]:
+        return {"latest.source_version": str(self.version), "latest.source_run_date": self.run_date}
+
+
+def latest_source(recommendations_history: list[Commit]) -> LatestSource | None:
+    """The newest commit (history newest first) of the newest published run date, or None."""
+    dated = [(_unprefixed(c.metadata).get("run_date"), c.version) for c in recommendations_history]
+    dated = [(run_date, version) for run_date, version in dated if run_date]
+    if not dated:
+        return None
+    run_date, version = max(dated)
+    return LatestSource(version, run_date)
+
+
+def latest_in_step(latest_metadata: dict[str, str] | None, expected: LatestSource | None) -> bool:
+    """Whether ``recommendations_latest`` (the metadata of its newest commit; None when the table
+    does not exist) was copied from ``expected``. When False, the publish stage rewrites it from
+    the dated table's ``expected.run_date`` partition."""
+    if expected is None:
+        return latest_metadata is None
+    values = _unprefixed(latest_metadata or {})
+    return values.get("latest.source_version") == str(expected.version) and values.get(
+        "latest.source_run_date"
+    ) == expected.run_date
+
+
+class MismatchedFactorsError(ValueError):
+    """``user_factors`` and ``item_factors`` come from different fits."""
+
+
+def require_same_fit(user_metadata: dict[str, str], item_metadata: dict[str, str]) -> None:
+    """Raise :class:`MismatchedFactorsError` unless both factor tables' newest commits were
+    written by the same fit (equal ``run_id`` and ``mlflow_run_id`` commit metadata)."""
+    user, item = _unprefixed(user_metadata), _unprefixed(item_metadata)
+    for key in ("run_id", "mlflow_run_id"):
+        if user.get(key) != item.get(key) or user.get(key) is None:
+            raise MismatchedFactorsError(
+                f"user_factors and item_factors come from different fits ({key} {user.get(key)!r} vs "
+                f"{item.get(key)!r}): a train-als run was interrupted between the two writes; re-run train-als"
+            )

@@ -3,11 +3,22 @@ from __future__ import annotations
 
 import pytest
 
+import datetime as dt
+
+from recspark.io.delta import Commit
 from recspark.publish import (
+    GateSettings,
+    LatestSource,
+    MismatchedFactorsError,
     PublishStats,
     attach_because_items,
+    evaluate_gate,
     final_recommendations,
+    gate_baseline,
     gate_breaches,
+    latest_in_step,
+    latest_source,
+    require_same_fit,
     with_explanations,
 )
 
@@ -92,3 +103,66 @@ def test_stats_round_trip_through_commit_metadata():
     metadata = {f"recspark.{k}": v for k, v in original.as_metadata().items()}
     assert PublishStats.from_metadata(metadata) == original
     assert PublishStats.from_metadata({"recspark.stage": "publish"}) is None
+
+
+def publish_commit(version, run_date, forced, stats_):
+    metadata = {f"recspark.{k}": v for k, v in stats_.as_metadata().items()}
+    metadata |= {"recspark.run_date": run_date, "recspark.forced": str(forced), "recspark.stage": "publish"}
+    return Commit(version, dt.datetime(2024, 1, 1), "WRITE", metadata)
+
+
+def test_a_forced_publish_is_never_the_baseline():
+    healthy, bad = stats(rows=1000), stats(rows=100, metric=0.05)
+    history = [publish_commit(1, "2024-03-02", True, bad), publish_commit(0, "2024-03-01", False, healthy)]
+    assert gate_baseline(history, "2024-03-03") == healthy
+    verdict = evaluate_gate(stats(rows=100, metric=0.05), gate_baseline(history, "2024-03-03"), GateSettings())
+    assert any("rows fell from 1000 to 100" in b for b in verdict.breaches)
+    assert gate_baseline(history[:1], "2024-03-03") is None
+    assert gate_baseline(history, "2024-03-01") is None  # a re-run never compares with its own date
+
+
+def test_an_unevaluated_night_keeps_the_metric_baseline():
+    history = [publish_commit(1, "2024-03-02", False, stats(rows=900, metric=None)),
+               publish_commit(0, "2024-03-01", False, stats(metric=0.3))]
+    assert gate_baseline(history, "2024-03-03") == stats(rows=900, metric=0.3)
+
+
+def test_a_missing_metric_is_a_breach_or_a_warning_by_setting():
+    tonight, baseline = stats(metric=None), stats(metric=0.3)
+    refused = evaluate_gate(tonight, baseline, GateSettings(on_missing_metric="breach"))
+    assert [b for b in refused.breaches if "has no evaluation" in b] and not refused.warnings
+    warned = evaluate_gate(tonight, baseline, GateSettings(on_missing_metric="warn"))
+    assert warned.breaches == [] and "has no evaluation" in warned.warnings[0]
+    assert refused.skipped == warned.skipped and len(warned.skipped) == 1
+    assert evaluate_gate(stats(), baseline, GateSettings()).skipped == []
+
+
+def test_the_first_publish_reports_its_skipped_comparisons_as_warnings():
+    verdict = evaluate_gate(stats(), None, GateSettings())
+    assert verdict.breaches == [] and "no earlier unforced publish" in verdict.warnings[0]
+    with pytest.raises(ValueError, match="on_missing_metric"):
+        GateSettings(on_missing_metric="ignore")
+
+
+def test_latest_is_in_step_only_with_the_newest_dated_commit():
+    history = [
+        Commit(3, dt.datetime(2024, 1, 1), "WRITE", {"recspark.run_date": "2024-03-01"}),  # backfill
+        Commit(2, dt.datetime(2024, 1, 1), "WRITE", {"recspark.run_date": "2024-03-02"}),
+        Commit(1, dt.datetime(2024, 1, 1), "WRITE", {"recspark.run_date": "2024-03-02"}),
+    ]
+    source = latest_source(history)
+    assert source == LatestSource(2, "2024-03-02")
+    paired = {f"recspark.{k}": v for k, v in source.as_metadata().items()}
+    assert latest_in_step(paired, source)
+    assert not latest_in_step({"recspark.latest.source_version": "1", "recspark.latest.source_run_date": "2024-03-02"}, source)
+    assert not latest_in_step(None, source)
+    assert latest_source([]) is None and latest_in_step(None, None)
+
+
+def test_factors_of_different_fits_are_refused():
+    fit = {"recspark.run_id": "r1", "recspark.mlflow_run_id": "m1"}
+    require_same_fit(fit, dict(fit))
+    with pytest.raises(MismatchedFactorsError, match="different fits.*mlflow_run_id 'm1' vs 'm2'"):
+        require_same_fit(fit, {"recspark.run_id": "r1", "recspark.mlflow_run_id": "m2"})
+    with pytest.raises(MismatchedFactorsError):
+        require_same_fit(fit, {})

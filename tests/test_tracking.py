@@ -1,6 +1,12 @@
 """MLflow tracking: nested trial runs, Spark model logging and the champion alias rule."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import mlflow
 import pytest
 
@@ -50,3 +56,42 @@ def test_disabled_tracking_logs_nothing_and_never_promotes(als_model, tmp_path):
         assert uri is None
         assert tracker.register_if_better(uri, "als-test", "champion", "m", 1.0) is False
     assert not (tmp_path / "mlflow.db").exists()
+
+
+STAGE_THAT_HANGS = """
+import sys, time
+from recspark.config import MlflowConfig
+from recspark.io.tracking import stage_run
+config = MlflowConfig(tracking_uri=sys.argv[1], experiment="kill-test")
+with stage_run(config, "train-als", "2024-01-01", "run-" + sys.argv[2]):
+    print("running", flush=True)
+    time.sleep(120)
+"""
+
+
+def start_hanging_stage(tracking_uri: str, tag: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    process = subprocess.Popen([sys.executable, "-c", STAGE_THAT_HANGS, tracking_uri, tag], env=env,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "running"
+    return process
+
+
+def runs_by_local_id(tracking_uri: str) -> dict[str, str]:
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("kill-test")
+    return {r.data.tags["recspark.run_id"]: r.info.status for r in client.search_runs([experiment.experiment_id])}
+
+
+@pytest.mark.integration
+def test_runs_of_killed_stages_end_as_killed(tmp_path):
+    tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    killed = start_hanging_stage(tracking_uri, "kill9")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert runs_by_local_id(tracking_uri) == {"run-kill9": "RUNNING"}
+
+    terminated = start_hanging_stage(tracking_uri, "term")  # its start marks the kill -9 run KILLED
+    terminated.send_signal(signal.SIGTERM)
+    assert terminated.wait(timeout=60) == 143
+    assert runs_by_local_id(tracking_uri) == {"run-kill9": "KILLED", "run-term": "KILLED"}

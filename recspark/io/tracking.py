@@ -1,19 +1,27 @@
 """The one module that talks to MLflow.
 
 Each stage runs inside :func:`stage_run`, which records params, metrics, the Delta versions the
-stage read and wrote, and its wall time. Embedded default: ``sqlite:///mlflow.db`` in the working
+stage read and wrote, and its wall time. Runs carry their process (``recspark.pid``,
+``recspark.pid_start``, ``recspark.host`` tags): a new stage run marks RUNNING runs of the
+experiment whose process on this host is gone (``kill -9``) as KILLED, and SIGTERM ends the run
+as KILLED before the process exits. Embedded default: ``sqlite:///mlflow.db`` in the working
 directory; set ``mlflow.tracking_uri`` for a real server, or ``mlflow.enabled: false`` to skip.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
 from recspark.config import MlflowConfig
+from recspark.io.locks import process_alive, process_start_token
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +131,46 @@ class StageRun:
         return promote
 
 
+class StageTerminated(SystemExit):
+    """SIGTERM arrived while a stage ran; the MLflow run was ended as KILLED."""
+
+
+def mark_dead_runs_killed(client, experiment_id: str) -> list[str]:
+    """Set RUNNING runs of ``experiment_id`` whose process (pid tags, this host) is dead to
+    KILLED; their run ids."""
+    host = socket.gethostname()
+    killed = []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if tags.get("recspark.host") != host or "recspark.pid" not in tags:
+            continue
+        if not process_alive(int(tags["recspark.pid"]), tags.get("recspark.pid_start") or None):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.info.run_id)
+            log.warning("MLflow run %s (%s) was left RUNNING by dead process %s; marked KILLED",
+                        run.info.run_id, tags.get("recspark.stage", "?"), tags["recspark.pid"])
+    return killed
+
+
+@contextlib.contextmanager
+def _killed_on_sigterm(mlflow_module) -> Iterator[None]:
+    """End the active run as KILLED on SIGTERM and exit with 143 (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        while mlflow_module.active_run() is not None:  # child runs first, then the stage run
+            mlflow_module.end_run(status="KILLED")
+        raise StageTerminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def stage_run(config: MlflowConfig, stage: str, run_date: str, local_run_id: str) -> Iterator[StageRun]:
     """Open an MLflow run named ``<stage>-<run_date>`` tagged with the recspark run id."""
@@ -133,9 +181,14 @@ def stage_run(config: MlflowConfig, stage: str, run_date: str, local_run_id: str
     import mlflow
 
     mlflow.set_tracking_uri(config.tracking_uri)
-    mlflow.set_experiment(config.experiment)
-    with mlflow.start_run(run_name=f"{stage}-{run_date}") as run:
-        mlflow.set_tags({"recspark.stage": stage, "recspark.run_date": run_date, "recspark.run_id": local_run_id})
+    experiment = mlflow.set_experiment(config.experiment)
+    mark_dead_runs_killed(mlflow.MlflowClient(), experiment.experiment_id)
+    with _killed_on_sigterm(mlflow), mlflow.start_run(run_name=f"{stage}-{run_date}") as run:
+        mlflow.set_tags({
+            "recspark.stage": stage, "recspark.run_date": run_date, "recspark.run_id": local_run_id,
+            "recspark.pid": str(os.getpid()), "recspark.pid_start": process_start_token(os.getpid()) or "",
+            "recspark.host": socket.gethostname(),
+        })
         handle = StageRun(mlflow, local_run_id, run.info.run_id)
         yield handle
         handle.log_metrics({"wall_time_s": time.perf_counter() - started})

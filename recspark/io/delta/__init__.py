@@ -14,6 +14,12 @@ by the config), with two engines behind one interface:
     :class:`SchemaMismatchError`, as does a full overwrite with a new schema unless
     ``overwrite_schema=True``.
 
+Concurrency: every latest-version :meth:`DeltaTables.read` records the version it read
+(:meth:`DeltaTables.read_version`). A write to a table this object read is based on that version
+by default: if another writer committed since, it raises :class:`ConcurrentWriteError` instead of
+overwriting (lost update). Blind writes (tables not read) are retried on a lost commit race where
+that is safe: appends, and partition replaces of partitions the other commit did not touch.
+
 Atomicity: files become visible only through the commit; a failed write leaves the previous
 version what readers see. Nullability is not part of the contract: every column is stored as
 nullable, as Spark does when it reads Parquet.
@@ -28,17 +34,27 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.io.delta.common import Commit, DeltaTableError, SchemaMismatchError, schema_diff
+from recspark.io.delta.common import (
+    Commit,
+    ConcurrentWriteError,
+    DeltaTableError,
+    SchemaMismatchError,
+    schema_diff,
+)
+from recspark.io.delta.orphans import remove_orphan_files
 from recspark.io.delta.rs import ActiveFiles, DeltaRsEngine, active_files
 from recspark.io.delta.spark import DeltaSparkEngine
 
 __all__ = [
-    "ActiveFiles", "Commit", "DeltaTableError", "DeltaTables", "SchemaMismatchError", "active_files", "choose_engine",
+    "READ_VERSION", "ActiveFiles", "Commit", "ConcurrentWriteError", "DeltaTableError", "DeltaTables", "SchemaMismatchError", "active_files", "choose_engine",
 ]
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "delta-rs", "delta-spark")
+
+# ``write(expected_version=READ_VERSION)``: base the commit on the version this object last read.
+READ_VERSION = "read-version"
 
 
 def choose_engine(spark: SparkSession, engine: str) -> str:
@@ -62,6 +78,7 @@ class DeltaTables:
         self.locate = locate
         self.engine = choose_engine(spark, engine)
         self._engine = DeltaSparkEngine(spark) if self.engine == "delta-spark" else DeltaRsEngine(spark)
+        self._read_versions: dict[str, int] = {}
 
     @classmethod
     def from_config(cls, spark: SparkSession, config) -> "DeltaTables":
@@ -91,7 +108,15 @@ class DeltaTables:
         """The table as a DataFrame, at ``version`` (time travel) or the latest version."""
         if not self.exists(name):
             raise DeltaTableError(f"table {name!r} does not exist at {self.location(name)}")
-        return self._engine.read(self.location(name), version)
+        frame, read = self._engine.read(self.location(name), version)
+        if version is None:
+            self._read_versions[name] = min(read, self._read_versions.get(name, read))
+        return frame
+
+    def read_version(self, name: str) -> int | None:
+        """The oldest latest-version read of ``name`` by this object (its writes to ``name`` move
+        it to the version they committed), or None when it never read the table."""
+        return self._read_versions.get(name)
 
     def write(
         self,
@@ -102,12 +127,16 @@ class DeltaTables:
         replace_partition: dict[str, Any] | None = None,
         overwrite_schema: bool = False,
         metadata: dict[str, Any] | None = None,
+        expected_version: int | None | str = READ_VERSION,
     ) -> int:
         """Write ``df`` as one commit and return the new table version.
 
         mode: ``overwrite`` (replace the whole table, or only the partition given by
         ``replace_partition`` such as ``{"run_date": date(2024, 1, 1)}``) or ``append``.
         metadata: stored with the commit under ``recspark.<key>`` (e.g. run_id, stage).
+        expected_version: the table version ``df`` was derived from; by default the version this
+        object read (:meth:`read_version`), None for a blind write. The commit raises
+        :class:`ConcurrentWriteError` when the table moved past it.
         Rows of ``df`` outside ``replace_partition`` are an error, so a partition overwrite can
         never touch another partition.
         """
@@ -127,10 +156,17 @@ class DeltaTables:
         if replace_partition:
             df = self._require_inside_partition(df, name, replace_partition)
         commit_metadata = {f"recspark.{k}": str(v) for k, v in (metadata or {}).items()}
+        base = self.read_version(name) if expected_version == READ_VERSION else expected_version
         started = time.perf_counter()
-        version = self._engine.write(
-            df, self.location(name), mode, partition_by, replace_partition, commit_metadata, overwrite_schema
-        )
+        try:
+            version = self._engine.write(
+                df, self.location(name), mode, partition_by, replace_partition, commit_metadata, overwrite_schema,
+                expected_version=base,
+            )
+        except ConcurrentWriteError as exc:
+            raise ConcurrentWriteError(name, exc.read_version, exc.current_version, exc.winners) from None
+        if name in self._read_versions:
+            self._read_versions[name] = version
         log.info("wrote %s version %d (%s) in %.1fs", name, version, mode, time.perf_counter() - started)
         return version
 
@@ -166,3 +202,8 @@ class DeltaTables:
     def vacuum(self, name: str, retention_hours: int = 168) -> list[str]:
         """Delete files no longer referenced by versions younger than ``retention_hours``."""
         return self._engine.vacuum(self.location(name), retention_hours)
+
+    def remove_orphan_files(self, name: str, grace_period_s: float = 3600.0) -> list[str]:
+        """Delete files of ``name`` that no version retained in its log refers to (part files of
+        killed writes) and older than ``grace_period_s``; the table-relative paths removed."""
+        return remove_orphan_files(self.location(name), grace_period_s)

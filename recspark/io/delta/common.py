@@ -57,3 +57,23 @@ def partition_value_to_string(value: Any) -> str | None:
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
+
+
+class ConcurrentWriteError(DeltaTableError):
+    """Another writer committed to the table after the version this write was based on; nothing
+    of this write was committed. Re-run the stage so it recomputes on the new version."""
+
+    def __init__(self, table: str, read_version: int | None, current_version: int | None, winners: list[Commit]):
+        self.table = table
+        self.read_version = read_version
+        self.current_version = current_version
+        self.winners = winners
+        others = "; ".join(
+            f"version {c.version} by run {c.metadata.get('recspark.run_id', '?')}, "
+            f"stage {c.metadata.get('recspark.stage', '?')}, run date {c.metadata.get('recspark.run_date', '?')}"
+            for c in winners
+        ) or "unknown writer"
+        super().__init__(
+            f"concurrent write to table {table!r}: this write was based on version {read_version}, the table is now "
+            f"at version {current_version} ({others}); nothing was committed, re-run the stage"
+        )

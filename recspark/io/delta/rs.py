@@ -31,7 +31,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from recspark.io.delta.common import Commit, DeltaTableError, as_nullable, partition_value_to_string
+from recspark.io.delta.common import (
+    Commit,
+    ConcurrentWriteError,
+    DeltaTableError,
+    as_nullable,
+    partition_value_to_string,
+)
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +265,12 @@ class DeltaRsEngine:
     def partition_columns(self, location: str) -> list[str]:
         return list(self.open(location).metadata().partition_columns)
 
-    def read(self, location: str, version: int | None) -> DataFrame:
+    def read(self, location: str, version: int | None) -> tuple[DataFrame, int]:
+        """The table at ``version`` (latest when None) and the version actually read."""
         table = self.open(location, version)
+        return self._read_table(table, location), table.version()
+
+    def _read_table(self, table, location: str) -> DataFrame:
         schema = as_nullable(T.StructType.fromJson(json.loads(table.schema().to_json())))
         snapshot = _active_files_of(table, location)
         partition_columns = snapshot.partition_columns
@@ -289,12 +299,17 @@ class DeltaRsEngine:
 
     def write(self, df: DataFrame, location: str, mode: str, partition_by: list[str],
               replace_partition: dict[str, Any] | None, commit_metadata: dict[str, str],
-              overwrite_schema: bool = False) -> int:
-        """Write the part files of ``df`` and commit them as one transaction; the new version."""
-        from deltalake import DeltaTable, Schema
-        from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+              overwrite_schema: bool = False, expected_version: int | None = None) -> int:
+        """Write the part files of ``df`` and commit them as one transaction; the new version.
 
-        exists = self.exists(location)
+        ``expected_version``: the version the data was derived from; the commit lands exactly on
+        the next version or raises :class:`ConcurrentWriteError`. Without it (a blind write) a
+        commit that loses the race is retried on the new version when that is safe: appends, and
+        partition replaces whose partition the other commits did not touch.
+        """
+        from deltalake import Schema
+        from deltalake.transaction import AddAction, CommitProperties
+
         spark_schema = as_nullable(df.schema)
         arrow_schema = to_arrow_schema(spark_schema)
         delta_schema = Schema.from_json(spark_schema.json())
@@ -311,26 +326,78 @@ class DeltaRsEngine:
                 for row in written
             ]
             n_rows = sum(json.loads(row.stats)["numRecords"] for row in written)
-            properties = CommitProperties(custom_metadata={**commit_metadata, "recspark.rows": str(n_rows)})
-            if not exists:
-                create_table_with_add_actions(
-                    location, delta_schema, actions, mode="error", partition_by=partition_by or None,
-                    commit_properties=properties,
-                )
-            else:
-                filters = (
-                    [(c, "=", partition_value_to_string(v)) for c, v in replace_partition.items()]
-                    if replace_partition
-                    else None
-                )
-                DeltaTable(location).create_write_transaction(
-                    actions, mode=mode, schema=delta_schema, partition_by=partition_by or None,
-                    partition_filters=filters, commit_properties=properties,
-                )
+            # No retries inside delta-rs: its conflict checker rebases overwrites onto commits the
+            # data never saw; this module decides what may be retried.
+            properties = CommitProperties(
+                custom_metadata={**commit_metadata, "recspark.rows": str(n_rows)}, max_commit_retries=0
+            )
+            return self._commit(location, actions, mode, delta_schema, partition_by, replace_partition,
+                                properties, expected_version)
         except BaseException:
             _delete_files_of_write(location, write_id)
             raise
-        return DeltaTable(location).version()
+
+    def _commit(self, location, actions, mode, delta_schema, partition_by, replace_partition, properties,
+                expected_version: int | None, max_attempts: int = 10) -> int:
+        """Commit ``actions`` on ``expected_version`` (or, blind, on the latest version); the new version."""
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import create_table_with_add_actions
+
+        filters = (
+            [(c, "=", partition_value_to_string(v)) for c, v in replace_partition.items()] if replace_partition else None
+        )
+        for _ in range(max_attempts):
+            if not self.exists(location):
+                if expected_version is not None:
+                    raise ConcurrentWriteError(location, expected_version, None, [])
+                try:
+                    create_table_with_add_actions(
+                        location, delta_schema, actions, mode="error", partition_by=partition_by or None,
+                        commit_properties=properties,
+                    )
+                    return 0
+                except Exception:
+                    if not self.exists(location):
+                        raise
+                    if mode != "append":
+                        raise ConcurrentWriteError(location, None, self.version(location), self._winners(location, -1))
+                    continue  # another writer created the table first: append to it
+            current = self.version(location)
+            base = current if expected_version is None else expected_version
+            if current != base:
+                raise ConcurrentWriteError(location, base, current, self._winners(location, base))
+            try:
+                self.open(location, base).create_write_transaction(
+                    actions, mode=mode, schema=delta_schema, partition_by=partition_by or None,
+                    partition_filters=filters, commit_properties=properties,
+                )
+                return base + 1
+            except CommitFailedError:
+                current = self.version(location)
+                if current == base:
+                    raise  # not a lost race
+                winners = self.commits(location, base)
+                if expected_version is not None or _conflicts(mode, replace_partition, winners):
+                    raise ConcurrentWriteError(location, base, current, [w.commit for w in winners]) from None
+                log.info("commit to %s lost the race to version %d; retrying on it", location, current)
+        raise ConcurrentWriteError(location, None, self.version(location), [])
+
+    def _winners(self, location: str, after: int) -> list[Commit]:
+        return [c.commit for c in self.commits(location, after)]
+
+    def commits(self, location: str, after: int) -> list["LoggedCommit"]:
+        """The commits after version ``after`` as read from the log (newest last)."""
+        filesystem, root = pafs.FileSystem.from_uri(location if "://" in location else os.path.abspath(location))
+        commits = []
+        version = after + 1
+        while True:
+            try:
+                with filesystem.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as stream:
+                    lines = stream.read().decode().splitlines()
+            except (FileNotFoundError, OSError):
+                return commits
+            commits.append(LoggedCommit.parse(version, lines))
+            version += 1
 
     def vacuum(self, location: str, retention_hours: int) -> list[str]:
         return self.open(location).vacuum(
@@ -349,3 +416,47 @@ def _delete_files_of_write(location: str, write_id: str) -> None:
         if info.type == pafs.FileType.File and write_id in info.base_name and "_delta_log" not in info.path:
             filesystem.delete_file(info.path)
     log.warning("write %s to %s failed; removed its uncommitted part files", write_id, location)
+
+
+@dataclass(frozen=True)
+class LoggedCommit:
+    """One commit file of the log: its recspark metadata (as :class:`Commit`), the partition values
+    of the files it added or removed, and whether it changed the table's metadata or protocol."""
+
+    commit: Commit
+    touched_partitions: list[dict[str, str | None]]
+    changes_metadata: bool
+
+    @classmethod
+    def parse(cls, version: int, lines: list[str]) -> "LoggedCommit":
+        info, partitions, changes_metadata = {}, [], False
+        for line in lines:
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            if "commitInfo" in action:
+                info = action["commitInfo"]
+            for kind in ("add", "remove"):
+                if kind in action:
+                    partitions.append(action[kind].get("partitionValues") or {})
+            changes_metadata = changes_metadata or "metaData" in action or "protocol" in action
+        commit = Commit(
+            version=version,
+            timestamp=dt.datetime.fromtimestamp(info.get("timestamp", 0) / 1000, dt.timezone.utc),
+            operation=str(info.get("operation", "")),
+            metadata={k: v for k, v in info.items() if k.startswith("recspark.")},
+        )
+        return cls(commit, partitions, changes_metadata)
+
+
+def _conflicts(mode: str, replace_partition: dict[str, Any] | None, winners: list[LoggedCommit]) -> bool:
+    """Whether a blind write must not be retried on top of ``winners``: any metadata change; for a
+    full overwrite any data change; for a partition replace a change in that partition."""
+    if any(w.changes_metadata for w in winners):
+        return True
+    if mode == "append" and not replace_partition:
+        return False
+    if not replace_partition:
+        return any(w.touched_partitions for w in winners)
+    ours = {c: partition_value_to_string(v) for c, v in replace_partition.items()}
+    return any(all(p.get(c) == v for c, v in ours.items()) for w in winners for p in w.touched_partitions)

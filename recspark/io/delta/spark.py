@@ -8,7 +8,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from recspark.io.delta.common import Commit, partition_value_to_string
+from recspark.io.delta.common import Commit, ConcurrentWriteError, partition_value_to_string
 
 
 class DeltaSparkEngine:
@@ -35,20 +35,26 @@ class DeltaSparkEngine:
         return commits
 
     def schema(self, location: str) -> T.StructType:
-        return self.read(location, None).schema
+        return self.read(location, None)[0].schema
 
     def partition_columns(self, location: str) -> list[str]:
         return list(self.spark.sql(f"DESCRIBE DETAIL delta.`{location}`").first()["partitionColumns"])
 
-    def read(self, location: str, version: int | None) -> DataFrame:
-        reader = self.spark.read.format("delta")
-        if version is not None:
-            reader = reader.option("versionAsOf", version)
-        return reader.load(location)
+    def read(self, location: str, version: int | None) -> tuple[DataFrame, int]:
+        """The table at ``version`` (latest when None, pinned) and the version read."""
+        version = self.version(location) if version is None else version
+        return self.spark.read.format("delta").option("versionAsOf", version).load(location), version
 
     def write(self, df: DataFrame, location: str, mode: str, partition_by: list[str],
               replace_partition: dict[str, Any] | None, commit_metadata: dict[str, str],
-              overwrite_schema: bool = False) -> int:
+              overwrite_schema: bool = False, expected_version: int | None = None) -> int:
+        """Write with delta-spark; ``expected_version`` is checked before writing (delta-spark's own
+        conflict detection covers the commit itself, based on the version it reads at write time)."""
+        if expected_version is not None:
+            current = self.version(location)
+            if current != expected_version:
+                newer = [c for c in self.history(location, None) if c.version > expected_version]
+                raise ConcurrentWriteError(location, expected_version, current, newer[::-1])
         writer = df.write.format("delta").mode(mode)
         if partition_by:
             writer = writer.partitionBy(*partition_by)
