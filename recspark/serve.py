@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from recspark.delta import DeltaTables
@@ -127,7 +128,14 @@ def start_thrift_server(session: SparkSession, settings: Mapping[str, str]):
     for key, value in settings.items():
         jsession.conf().set(key, value)
     thriftserver = session._jvm.org.apache.spark.sql.hive.thriftserver
-    return thriftserver.HiveThriftServer2.startWithContext(jsession.sqlContext())
+    try:
+        return thriftserver.HiveThriftServer2.startWithContext(jsession.sqlContext())
+    except Py4JJavaError as exc:
+        cause = exc.java_exception
+        while cause.getCause() is not None:
+            cause = cause.getCause()
+        address = f"{settings.get('hive.server2.thrift.bind.host')}:{settings.get('hive.server2.thrift.port')}"
+        raise RuntimeError(f"cannot start the Thrift server on {address}: {cause.toString()}") from None
 
 
 def _stop_on_signals(stop_event: threading.Event) -> None:
@@ -180,9 +188,10 @@ def serve(
         DeltaTables(spark, config.table_location, config.delta.engine),
         names,
     )
-    log.info("registered views: %s", ", ".join(views.refresh()) or "(no tables yet)")
-    server = start_thrift_server(session, settings)
+    server = None
     try:
+        log.info("registered views: %s", ", ".join(views.refresh()) or "(no tables yet)")
+        server = start_thrift_server(session, settings)
         wait_until_listening(host, port)
         log.info("serving %s read-only on jdbc:hive2://%s:%d/default (views refresh every %s s)",
                  config.warehouse, host, port, refresh_seconds)
@@ -193,6 +202,7 @@ def serve(
             for name in views.refresh():
                 log.info("view %s now shows version %d", name, views.registered[name])
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         spark.stop()
         log.info("stopped serving %s", config.warehouse)
