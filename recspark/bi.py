@@ -9,15 +9,16 @@ Two readers, both offline and JVM-free:
   :func:`duckdb_view_sql` builds a view over the table's *active* Parquet files listed in the
   Delta log (never the folder: it also holds replaced and uncommitted files), adding each file's
   partition values back as typed columns. :func:`duckdb_connection` registers one such view per
-  table. A view is a snapshot of the version it was built from: build it again to see later
-  publishes.
+  table in a read-only connection. A view is a snapshot of the version it was built from: build
+  it again to see later publishes.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from itertools import groupby
 
-from recspark.io.delta import DeltaTableError, active_files
+from recspark.io.delta import ActiveFiles, DeltaTableError, active_files
+from recspark.read_only_sql import require_read_only_duckdb_query
 
 # Delta primitive type name -> DuckDB type, for partition columns (the only values taken from
 # the log rather than from Parquet).
@@ -52,7 +53,10 @@ def duckdb_view_sql(location: str, version: int | None = None) -> str:
     columns in table order. A table with no data files (an empty quarantine, say) gives an empty
     typed result. Raises :class:`~recspark.io.delta.DeltaTableError` where a column DuckDB must type
     from the log (a partition column, or any column of an empty table) is not a primitive type."""
-    snapshot = active_files(location, version)
+    return _snapshot_view_sql(active_files(location, version), location)
+
+
+def _snapshot_view_sql(snapshot: ActiveFiles, location: str) -> str:
     types = dict(snapshot.columns)
     typed_from_log = snapshot.partition_columns if snapshot.files else list(types)
     for column in typed_from_log:
@@ -81,16 +85,48 @@ def duckdb_view_sql(location: str, version: int | None = None) -> str:
     return "\nUNION ALL\n".join(selects)
 
 
-def duckdb_connection(locations: Mapping[str, str], connection=None):
-    """A DuckDB connection (new in-memory one unless given) with one view per table of
-    ``locations`` (view name -> Delta location). Tables that do not exist yet are skipped;
-    returns the connection."""
+class ReadOnlyDuckDB:
+    """A DuckDB connection that runs read-only queries only.
+
+    :meth:`sql` and :meth:`execute` refuse anything but one read-only statement
+    (:func:`~recspark.read_only_sql.require_read_only_duckdb_query`, a ValueError). Underneath,
+    DuckDB itself may touch no file but the tables' active Parquet files
+    (``enable_external_access=false`` with ``allowed_paths``) and its configuration is locked.
+    """
+
+    def __init__(self, connection, views: list[str]):
+        self._connection = connection
+        self.views = views  # the registered view names
+
+    def sql(self, query: str):
+        """A DuckDB relation for the read-only ``query``."""
+        return self._connection.sql(require_read_only_duckdb_query(query))
+
+    def execute(self, query: str, parameters=None):
+        """Run the read-only ``query`` (with optional prepared-statement ``parameters``)."""
+        return self._connection.execute(require_read_only_duckdb_query(query), parameters)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def duckdb_connection(locations: Mapping[str, str]) -> ReadOnlyDuckDB:
+    """A new in-memory, read-only DuckDB connection with one view per table of ``locations``
+    (view name -> Delta location) over its latest version. Tables that do not exist yet are
+    skipped."""
     import duckdb
 
     from deltalake import DeltaTable
 
-    connection = connection if connection is not None else duckdb.connect()
+    connection = duckdb.connect()
+    views, readable = [], []
     for name, location in sorted(locations.items()):
         if DeltaTable.is_deltatable(location):
-            connection.execute(f'CREATE OR REPLACE VIEW "{name}" AS {duckdb_view_sql(location)}')
-    return connection
+            snapshot = active_files(location)
+            connection.execute(f'CREATE OR REPLACE VIEW "{name}" AS {_snapshot_view_sql(snapshot, location)}')
+            views.append(name)
+            readable.extend(uri for uri, _ in snapshot.files)
+    connection.execute(f"SET allowed_paths = [{', '.join(_sql_string(uri) for uri in readable)}]")
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET lock_configuration = true")
+    return ReadOnlyDuckDB(connection, views)

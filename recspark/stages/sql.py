@@ -1,5 +1,7 @@
-"""``recspark sql "SELECT ..."``: Spark SQL over every warehouse table, each registered as a
-temporary view under its logical name (``recommendations``, ``metrics``, ...)."""
+"""``recspark sql "SELECT ..."``: read-only Spark SQL over every warehouse table, each registered
+as a temporary view under its logical name (``recommendations``, ``metrics``, ...). Statements
+that are not read-only queries are refused before anything runs
+(:func:`recspark.read_only_sql.require_read_only_query`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -7,6 +9,7 @@ from collections.abc import Iterable
 from pyspark.sql import DataFrame
 
 from recspark.io.delta import DeltaTables
+from recspark.read_only_sql import require_read_only_query
 
 
 def register_views(tables: DeltaTables, names: Iterable[str]) -> list[str]:
@@ -27,7 +30,8 @@ def require_query(query: str | None) -> str:
 
 
 def run_sql(tables: DeltaTables, names: Iterable[str], query: str) -> DataFrame:
-    """The result of ``query`` with every existing table of ``names`` visible as a view."""
-    require_query(query)
+    """The result of the read-only ``query`` with every existing table of ``names`` visible as a
+    view; a ValueError for an empty query or one that is not read-only."""
+    require_read_only_query(require_query(query), tables.spark)
     register_views(tables, names)
     return tables.spark.sql(query)
