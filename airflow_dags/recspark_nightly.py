@@ -1,7 +1,10 @@
-"""The recspark nightly DAG: one SparkSubmitOperator per stage, each running ``jobs/<stage>.py``.
+"""The recspark nightly DAG: one SparkSubmitOperator per nightly stage, each running
+``jobs/submit.py <stage>``.
 
-    ingest >> featurize >> [train_als, item_similarity, embed_items] >> train_deep
-           >> candidates >> rerank >> evaluate >> publish
+The tasks, their dependencies and time limits come from ``recspark_pipeline.json`` beside this
+file, which ``python -m recspark.pipeline.registry airflow_dags/recspark_pipeline.json`` writes
+from the stage registry (a test checks it is current): a stage depends on the earlier stages that
+write a table it reads. Task ids are the stage names.
 
 Runs in Airflow's own virtual environment (``make airflow-setup``); it imports nothing from
 recspark, so the Airflow stack never meets the pyspark 3.5 one. What it needs from Airflow:
@@ -27,6 +30,7 @@ reads. Retries twice, 10 minutes apart; per-task time limits below.
 """
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -41,19 +45,7 @@ DEFAULT_CONFIG = os.environ.get("RECSPARK_CONFIG", f"{DEFAULT_HOME}/conf/local.y
 HOME = "{{ var.value.get('recspark_home', '" + DEFAULT_HOME + "') }}"
 PYTHON = "{{ var.value.get('recspark_python', var.value.get('recspark_home', '" + DEFAULT_HOME + "') ~ '/.venv/bin/python') }}"
 
-# task id -> (job file under jobs/, time limit); the order and fan-out are wired below.
-TASKS = {
-    "ingest": ("ingest.py", timedelta(hours=1)),
-    "featurize": ("featurize.py", timedelta(hours=1)),
-    "train_als": ("train_als.py", timedelta(hours=3)),
-    "item_similarity": ("item_similarity.py", timedelta(hours=2)),
-    "embed_items": ("embed_items.py", timedelta(hours=2)),
-    "train_deep": ("train_deep.py", timedelta(hours=4)),
-    "candidates": ("candidates.py", timedelta(hours=2)),
-    "rerank": ("rerank.py", timedelta(hours=2)),
-    "evaluate": ("evaluate.py", timedelta(hours=1)),
-    "publish": ("publish.py", timedelta(minutes=30)),
-}
+PIPELINE = json.loads((Path(__file__).resolve().parent / "recspark_pipeline.json").read_text())["stages"]
 
 with DAG(
     dag_id=DAG_ID,
@@ -69,17 +61,18 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     tasks = {
-        task_id: SparkSubmitOperator(
-            task_id=task_id,
+        stage["name"]: SparkSubmitOperator(
+            task_id=stage["name"],
             conn_id="spark_default",
-            application=f"{HOME}/jobs/{job}",
-            application_args=["--config", "{{ params.config }}", "--run-date", "{{ ds }}"],
-            name=f"recspark-{task_id}-{{{{ ds }}}}",
+            application=f"{HOME}/jobs/submit.py",
+            application_args=["--config", "{{ params.config }}", "--run-date", "{{ ds }}", stage["name"]],
+            name=f"recspark-{stage['name']}-{{{{ ds }}}}",
             env_vars={"PYSPARK_PYTHON": PYTHON, "PYSPARK_DRIVER_PYTHON": PYTHON},
-            execution_timeout=limit,
+            execution_timeout=timedelta(seconds=stage["time_limit_s"]),
+            doc=stage["description"],
         )
-        for task_id, (job, limit) in TASKS.items()
+        for stage in PIPELINE
     }
-    models = [tasks["train_als"], tasks["item_similarity"], tasks["embed_items"]]
-    tasks["ingest"] >> tasks["featurize"] >> models
-    models >> tasks["train_deep"] >> tasks["candidates"] >> tasks["rerank"] >> tasks["evaluate"] >> tasks["publish"]
+    for stage in PIPELINE:
+        for upstream in stage["upstream"]:
+            tasks[upstream] >> tasks[stage["name"]]

@@ -1,86 +1,32 @@
-"""``recspark [--config FILE] [--set key=value ...] [--run-date YYYY-MM-DD] <stage>``
+"""``recspark [--config FILE] [--set key=value ...] [--run-date YYYY-MM-DD] <command>``
 
-Stages: generate, ingest, featurize, train-als, similarity, embed-items, train-deep, candidates,
-rerank, evaluate, publish, report and ``run`` (the nightly pipeline: every stage but generate and
-report, in that order); and
-``recspark sql "SELECT ..."`` over every table (``--engine duckdb``: no JVM). ``--force`` lets
-publish go ahead despite a quality-gate breach. The ``jobs/*.py``
-spark-submit entrypoints call :func:`main` with their stage name.
+Commands: every stage of :mod:`recspark.pipeline.registry` by its name (``ingest``,
+``featurize``, ``train-als``, ``item-similarity``, ``embed-items``, ``train-deep``,
+``candidates``, ``rerank``, ``evaluate``, ``publish``, and ``generate`` / ``report`` outside the
+nightly run); ``run``: the nightly stages in order; ``sql "SELECT ..."``: a read-only query over
+every table (``--engine duckdb``: no JVM); ``serve``: a read-only JDBC/ODBC (HiveServer2) endpoint
+for BI tools. ``--force`` lets publish go ahead despite a quality-gate breach; ``--allow-empty``
+lets ingest accept a night without rows. ``jobs/submit.py`` is the spark-submit entry point.
+
+Exit status: 0 done; 2 a clear refusal (bad config or input, quality gate, concurrent run), with
+one log line saying why; anything else is a bug and prints its traceback.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
-from pyspark.errors import AnalysisException
-
-from recspark.bi import duckdb_connection
 from recspark.config import ConfigError, load_config
-from recspark.io.delta import DeltaTableError, DeltaTables
-from recspark.ingest.read import IngestInputError
-from recspark.io.session import build_spark_session
-from recspark.stages.common import new_context, run_stage
-from recspark.stages.ingest import RowAccountingError
-from recspark.stages.publish import QualityGateError
-from recspark.stages.sql import require_query, run_sql
 
-INTERACTION_TABLES = ("interactions_bronze", "interactions_silver", "interactions_quarantine", "items_bronze", "items")
-FEATURE_TABLES = ("user_index", "item_index", "user_features", "item_features", "interactions_split")
+log = logging.getLogger("recspark")
 
-# stage name -> ("module:function", tables read, tables written); a stage's module is imported
-# only when it runs, so a spark-submit of one stage does not load torch or the embedding model.
-STAGES = {
-    "generate": ("recspark.stages.generate:run_generate", (), ()),
-    "ingest": ("recspark.stages.ingest:run_ingest", (), INTERACTION_TABLES),
-    "featurize": ("recspark.stages.featurize:run_featurize", ("interactions_silver", "items"), FEATURE_TABLES),
-    "train-als": (
-        "recspark.stages.train_als:run_train_als",
-        ("interactions_split",),
-        ("user_factors", "item_factors", "item_similarity"),
-    ),
-    "similarity": ("recspark.stages.similarity:run_similarity", ("interactions_split",), ("item_similarity",)),
-    "embed-items": (
-        "recspark.stages.embed_items:run_embed_items", ("items", "item_index", "item_embeddings"), ("item_embeddings",)
-    ),
-    "candidates": (
-        "recspark.stages.candidates:run_candidates",
-        ("interactions_split", "user_factors", "item_factors", "item_similarity", "item_embeddings", "user_index"),
-        ("candidates",),
-    ),
-    "evaluate": (
-        "recspark.stages.evaluate:run_evaluate",
-        ("interactions_split", "candidates", "item_index", "item_features", "stage_runs", "item_embeddings"),
-        ("metrics",),
-    ),
-    "publish": (
-        "recspark.stages.publish:run_publish",
-        ("candidates", "interactions_split", "item_similarity", "item_index", "items", "user_index", "metrics"),
-        ("recommendations", "recommendations_latest"),
-    ),
-    "report": (
-        "recspark.stages.report:run_report",
-        ("metrics", "stage_runs", "recommendations", "interactions_split", "item_index"),
-        (),
-    ),
-    # deep recommenders (Petastorm + TorchDistributor training, re-ranking, hybrid)
-    "train-deep": (
-        "recspark.stages.train_deep:run_train_deep",
-        ("interactions_split", "user_index", "item_index", "item_embeddings"),
-        (),
-    ),
-    "rerank": (
-        "recspark.stages.rerank:run_rerank",
-        ("candidates", "interactions_split", "user_factors", "item_embeddings", "user_index"),
-        ("candidates",),
-    ),
-}
-PIPELINE = ["ingest", "featurize", "train-als", "similarity", "embed-items", "train-deep", "candidates", "rerank",
-            "evaluate", "publish"]
+COMMANDS_BESIDE_STAGES = ("run", "sql", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from recspark.pipeline.registry import STAGES
+
     parser = argparse.ArgumentParser(prog="recspark", description="Spark batch recommendation platform")
     parser.add_argument("--config", help="YAML config file (default: conf/local.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -88,41 +34,67 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-date", help="run date YYYY-MM-DD (default: today, UTC); used for backfills")
     parser.add_argument("--force", action="store_true",
                         help="publish even when the quality gate finds a breach (operators only)")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="ingest: accept a night whose sources yield no rows (nothing stored is replaced)")
     parser.add_argument("--limit", type=int, default=50, help="rows printed by 'sql' (default 50)")
     parser.add_argument("--engine", choices=["spark", "duckdb"], default="spark",
                         help="for sql: Spark SQL (default) or DuckDB over the tables' active files (no JVM)")
-    parser.add_argument("stage", choices=[*STAGES, "run", "sql"],
-                        help="stage to run; 'run' runs the whole pipeline; 'sql' runs a query over the tables")
-    parser.add_argument("query", nargs="?", help='for sql: a Spark SQL query, e.g. "SELECT * FROM metrics"')
+    parser.add_argument("--host", help="for serve: address to listen on (default serve.host)")
+    parser.add_argument("--port", type=int, help="for serve: port to listen on (default serve.port)")
+    parser.add_argument("command", choices=[*STAGES, *COMMANDS_BESIDE_STAGES],
+                        help="a stage; 'run' runs the nightly pipeline; 'sql' runs a query; 'serve' serves BI tools")
+    parser.add_argument("query", nargs="?", help='for sql: a read-only query, e.g. "SELECT * FROM metrics"')
     return parser
 
 
-def all_tables() -> set[str]:
-    """Logical names of every table a stage writes."""
-    return {name for _, _, writes in STAGES.values() for name in writes} | {"stage_runs"}
-
-
 def print_query(config, query: str, limit: int, engine: str = "spark") -> None:
+    from recspark.catalog import TABLES
+
     if engine == "duckdb":
         import duckdb
 
-        connection = duckdb_connection({name: config.table_location(name) for name in all_tables()})
+        from recspark.bi import duckdb_connection
+
+        connection = duckdb_connection({name: config.table_location(name) for name in TABLES})
         try:
-            connection.sql(require_query(query)).limit(limit).show(max_rows=limit)
+            connection.sql(query).limit(limit).show(max_rows=limit)
         except duckdb.Error as exc:
             raise ValueError(f"query failed: {exc}") from exc
         return
+    from pyspark.errors import AnalysisException
+
+    from recspark.io.delta import DeltaTables
+    from recspark.io.session import build_spark_session
+    from recspark.read_only_sql import run_sql
+
     spark = build_spark_session(config.spark)
     try:
-        run_sql(DeltaTables.from_config(spark, config), all_tables(), query).show(limit, truncate=False)
+        run_sql(DeltaTables.from_config(spark, config), TABLES, query).show(limit, truncate=False)
     except AnalysisException as exc:
         raise ValueError(f"query failed: {exc}") from exc
 
 
-def stage_function(name: str):
-    """The ``run_*`` function of stage ``name``, importing its module."""
-    module, function = STAGES[name][0].split(":")
-    return getattr(importlib.import_module(module), function)
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """``--set`` pairs plus the ones the convenience flags stand for."""
+    overrides = list(args.overrides)
+    overrides += [f"run_date={args.run_date}"] if args.run_date else []
+    overrides += ["publish.force=true"] if args.force else []
+    overrides += ["ingest.allow_empty=true"] if args.allow_empty else []
+    overrides += [f"serve.host={args.host}"] if args.host else []
+    overrides += [f"serve.port={args.port}"] if args.port else []
+    return overrides
+
+
+def refusals() -> tuple[type[BaseException], ...]:
+    """Errors that are a clear refusal (exit 2, one log line), not a bug."""
+    from recspark.ingest.dedupe import RowAccountingError
+    from recspark.ingest.read import IngestInputError
+    from recspark.io.delta import ConcurrentWriteError, DeltaTableError
+    from recspark.io.locks import WarehouseLockedError
+    from recspark.publish import QualityGateError
+
+    return (ConfigError, IngestInputError, DeltaTableError, ConcurrentWriteError, WarehouseLockedError,
+            RowAccountingError, QualityGateError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,19 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
-        overrides = list(args.overrides) + ([f"run_date={args.run_date}"] if args.run_date else [])
-        overrides += ["publish.force=true"] if args.force else []
-        config = load_config(args.config, overrides)
-        if args.stage == "sql":
+        config = load_config(args.config, overrides_of(args))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        if args.command == "sql":
             print_query(config, args.query, args.limit, args.engine)
-            return 0
-        ctx = new_context(config)
-        stages = PIPELINE if args.stage == "run" else [args.stage]
-        for name in stages:
-            _, reads, writes = STAGES[name]
-            run_stage(name, stage_function(name), config, ctx, reads=reads, writes=writes)
-    except (ConfigError, IngestInputError, DeltaTableError, RowAccountingError, QualityGateError, ValueError) as exc:
-        logging.getLogger("recspark").error("%s", exc)
+        elif args.command == "serve":
+            from recspark.serve import serve
+
+            serve(config, config.serve.host, config.serve.port, config.serve.refresh_seconds,
+                  hive_conf=config.serve.hive_conf)
+        else:
+            from recspark.pipeline.registry import NIGHTLY
+            from recspark.pipeline.runner import run_stages
+
+            run_stages(list(NIGHTLY) if args.command == "run" else [args.command], config)
+    except refusals() as exc:
+        log.error("%s", exc)
         return 2
     return 0
 

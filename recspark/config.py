@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from recspark.serve import ServeSettings
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
 
@@ -205,6 +207,7 @@ class PublishConfig:
     metric: str = "ndcg"  # metrics-table metric (at evaluation.k) of the first source, compared by the gate
     min_user_coverage: float = 0.99  # share of known users that must get a list
     max_relative_drop: float = 0.2  # users, rows, coverage, metric may fall at most this much
+    on_missing_metric: str = "breach"  # no evaluation metric tonight: breach (refuse) | warn
     force: bool = False  # publish despite gate breaches (``--force``)
 
 
@@ -312,6 +315,7 @@ class Config:
     content: ContentConfig = field(default_factory=ContentConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     deep: DeepConfig = field(default_factory=DeepConfig)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     def table_location(self, name: str) -> str:
         """Location of a logical table: an explicit ``table_locations`` entry, else

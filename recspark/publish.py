@@ -302,6 +302,10 @@ def latest_in_step(latest_metadata: dict[str, str] | None, expected: LatestSourc
     ) == expected.run_date
 
 
+class QualityGateError(RuntimeError):
+    """The run's recommendations are worse than the last published ones; nothing was published."""
+
+
 class MismatchedFactorsError(ValueError):
     """``user_factors`` and ``item_factors`` come from different fits."""
 

@@ -207,3 +207,23 @@ def require_read_only_duckdb_query(query: str | None) -> str:
         require_read_only_duckdb_query(explained)
         return query
     raise ReadOnlyQueryError(_refusal(kind.name))
+
+
+# ------------------------------------------------------------------------------- recspark sql
+def register_views(tables, names) -> list[str]:
+    """Register every existing table of ``names`` (a :class:`~recspark.io.delta.DeltaTables`) as a
+    temp view under its logical name; returns the registered names."""
+    registered = []
+    for name in sorted(set(names)):
+        if tables.exists(name):
+            tables.read(name).createOrReplaceTempView(name)
+            registered.append(name)
+    return registered
+
+
+def run_sql(tables, names, query: str):
+    """The result of the read-only Spark SQL ``query`` with every existing table of ``names``
+    visible as a view; :class:`ReadOnlyQueryError` for an empty or non-read-only statement."""
+    require_read_only_query(query, tables.spark)
+    register_views(tables, names)
+    return tables.spark.sql(query)

@@ -58,3 +58,67 @@ QUARANTINE = T.StructType(
         T.StructField("run_id", T.StringType(), False),
     ]
 )
+
+# The item_embeddings table, keyed by item_idx (the stable id of item_index).
+ITEM_EMBEDDINGS = T.StructType(
+    [
+        T.StructField("item_idx", T.IntegerType()),
+        T.StructField("item_id", T.StringType()),
+        T.StructField("embedding", T.ArrayType(T.FloatType())),  # L2-normalised
+        T.StructField("model", T.StringType()),
+        T.StructField("text_hash", T.StringType()),  # sha256 hex of the encoded text
+    ]
+)
+
+# One row per (run, model, metric, k) (the metrics table, less run_date).
+METRICS = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("model", T.StringType(), False),
+        T.StructField("metric", T.StringType(), False),
+        T.StructField("k", T.IntegerType(), True),  # null for metrics without a cut-off
+        T.StructField("value", T.DoubleType(), False),
+        T.StructField("protocol", T.StringType(), False),
+        T.StructField("dataset", T.StringType(), False),
+    ]
+)
+
+# The ``stage_runs`` table: one row per finished stage and per measured step inside it.
+STAGE_RUNS = T.StructType(
+    [
+        T.StructField("run_date", T.DateType()),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("stage", T.StringType()),
+        T.StructField("step", T.StringType()),  # the stage name itself for the whole stage
+        T.StructField("wall_time_s", T.DoubleType()),
+        T.StructField("peak_rss_mib", T.DoubleType()),  # driver process high-water mark
+        T.StructField("finished_at", T.TimestampType()),
+    ]
+)
+
+# One row per (user, source, rank) (the candidates table, less run_date): a source's top-N with
+# the history item that contributed most where the source knows one.
+CANDIDATES = T.StructType(
+    [
+        T.StructField("user_idx", T.IntegerType()),
+        T.StructField("item_idx", T.IntegerType()),
+        T.StructField("source", T.StringType()),
+        T.StructField("score", T.DoubleType()),  # comparable within a source only
+        T.StructField("rank", T.IntegerType()),  # 1..N within (user, source)
+        T.StructField("because_item_idx", T.IntegerType()),  # nullable
+    ]
+)
+
+# One row per input file read by ingest (the ingest_manifest table): what makes a night incremental.
+INGEST_MANIFEST = T.StructType(
+    [
+        T.StructField("source", T.StringType(), False),
+        T.StructField("path", T.StringType(), False),
+        T.StructField("size", T.LongType(), False),  # bytes
+        T.StructField("modified_ts", T.TimestampType(), False),  # file modification time (UTC)
+        T.StructField("checksum", T.StringType(), False),  # sha256:<hex> of the stored bytes
+        T.StructField("status", T.StringType(), False),  # new | changed (why it was read)
+        T.StructField("run_date", T.DateType(), False),  # the run that read it
+        T.StructField("ingest_date", T.DateType(), False),  # bronze/silver partition of its rows
+    ]
+)

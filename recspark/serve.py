@@ -30,17 +30,37 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
-from recspark.io.delta import DeltaTables
-from recspark.read_only_sql import read_only_session
-from recspark.io.session import build_spark_session
+if TYPE_CHECKING:
+    from recspark.io.delta import DeltaTables
 
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class ServeSettings:
+    """``recspark serve``: listen on ``host:port`` (loopback by default: binding another address
+    exposes the warehouse to the network, so put authentication in ``hive_conf``, e.g.
+    ``hive.server2.authentication``), re-point views at new Delta versions every
+    ``refresh_seconds``; ``hive_conf`` is passed to the Thrift server as ``--hiveconf`` pairs."""
+
+    host: str = "127.0.0.1"
+    port: int = 10000
+    refresh_seconds: float = 10.0
+    hive_conf: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"serve.port must be in 1..65535, got {self.port}")
+        if self.refresh_seconds <= 0:
+            raise ValueError(f"serve.refresh_seconds must be > 0, got {self.refresh_seconds}")
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -146,9 +166,9 @@ def _stop_on_signals(stop_event: threading.Event) -> None:
 
 
 def _default_table_names() -> set[str]:
-    from recspark.cli import all_tables
+    from recspark.catalog import TABLES
 
-    return all_tables()
+    return set(TABLES)
 
 
 def serve(
@@ -167,6 +187,10 @@ def serve(
     Raises ValueError for bad arguments and RuntimeError when the server cannot start."""
     if refresh_seconds <= 0:
         raise ValueError(f"serve refresh_seconds must be > 0, got {refresh_seconds}")
+    from recspark.io.delta import DeltaTables
+    from recspark.io.session import build_spark_session
+    from recspark.read_only_sql import read_only_session
+
     folder = thrift_folder(config.warehouse)
     settings = thrift_settings(host, port, folder, hive_conf)
     names = sorted(table_names if table_names is not None else _default_table_names())

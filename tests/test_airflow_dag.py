@@ -1,12 +1,11 @@
 """The nightly Airflow DAG, run by Airflow itself from its own virtual environment (.venv-airflow,
 ``make airflow-setup``): it imports cleanly, its task graph is the pipeline's, and
-``airflow dags test`` runs it on tiny data, its first tasks as real spark-submits of jobs/*.py.
+``airflow dags test`` runs it on tiny data, its first tasks as real spark-submits of jobs/submit.py.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +15,11 @@ import yaml
 from pyspark.sql import functions as F
 
 from movielens_subset import write_movielens_subset
-from recspark.cli import PIPELINE
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
+from recspark.pipeline.registry import NIGHTLY, STAGES, upstream
+
+pytestmark = pytest.mark.airflow
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
@@ -84,45 +85,30 @@ def dag_description(airflow_env):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def job_stage(application: str) -> str:
-    """The recspark stage a jobs/*.py entrypoint runs (the stage name it passes to main)."""
-    source = (REPO / "jobs" / Path(application).name).read_text()
-    return re.search(r'main\(\[\*sys\.argv\[1:\], "([a-z-]+)"\]\)', source).group(1)
-
-
 def test_dag_imports_without_errors(dag_description):
     assert dag_description["import_errors"] == {}
     assert dag_description["tasks"], "the DAG has no tasks"
     assert dag_description["catchup"] is True and dag_description["max_active_runs"] == 1
 
 
-def test_every_pipeline_stage_is_one_spark_submit_task_in_pipeline_order(dag_description):
+def test_every_nightly_stage_is_one_spark_submit_task_of_jobs_submit(dag_description):
     tasks = dag_description["tasks"]
-    stage_of = {task_id: job_stage(t["application"]) for task_id, t in tasks.items()}
-    assert sorted(stage_of.values()) == sorted(PIPELINE)
-    position = {stage: i for i, stage in enumerate(PIPELINE)}
+    assert sorted(tasks) == sorted(NIGHTLY)
     for task_id, task in tasks.items():
-        for upstream in task["upstream"]:
-            assert position[stage_of[upstream]] < position[stage_of[task_id]], (upstream, task_id)
-        assert task["application_args"][-2:] == ["--run-date", "{{ ds }}"]
-        assert task["retries"] == 2 and task["timeout_s"] and task["timeout_s"] <= 4 * 3600
+        assert task["application"].endswith("/jobs/submit.py")
+        assert task["application_args"][-3:] == ["--run-date", "{{ ds }}", task_id]
+        assert task["retries"] == 2
+        assert task["timeout_s"] == STAGES[task_id].time_limit.total_seconds()
 
 
-def test_task_graph_is_as_specified(dag_description):
-    upstream = {task_id: t["upstream"] for task_id, t in dag_description["tasks"].items()}
-    assert upstream["ingest"] == []
-    assert upstream["featurize"] == ["ingest"]
-    for model_task in ("train_als", "item_similarity", "embed_items"):
-        assert upstream[model_task] == ["featurize"]
-    assert upstream["train_deep"] == ["embed_items", "item_similarity", "train_als"]
-    assert upstream["candidates"] == ["train_deep"]
-    assert upstream["rerank"] == ["candidates"]
-    assert upstream["evaluate"] == ["rerank"]
-    assert upstream["publish"] == ["evaluate"]
+def test_task_graph_is_the_registry_graph(dag_description):
+    graph = {task_id: t["upstream"] for task_id, t in dag_description["tasks"].items()}
+    assert graph == {name: sorted(upstream(name)) for name in NIGHTLY}
+    assert graph["ingest"] == [] and "train-deep" in graph["rerank"] and "evaluate" in graph["publish"]
 
 
 # Tasks `airflow dags test` runs as real spark-submits; the others are marked successful without
-# running. Every task is the same SparkSubmitOperator over jobs/<stage>.py (checked above), and
+# running. Every task is the same SparkSubmitOperator over jobs/submit.py (checked above), and
 # the whole pipeline runs in-process in tests/test_pipeline_integration.py; running all ten
 # here cost about 10 minutes of the suite's CPU on two cores for no further coverage.
 SUBMITTED_TASKS = ("ingest", "featurize")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-from pyspark.sql import functions as F
 
 from recspark.recommenders.als import ALSRecommender, expand_grid, search_als
 

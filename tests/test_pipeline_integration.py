@@ -11,6 +11,8 @@ from pyspark.sql import functions as F
 from recspark.cli import main
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
+from recspark.pipeline.registry import NIGHTLY, STAGES
+from recspark.sources import CandidateSource, register_source, unregister_source
 
 pytestmark = pytest.mark.integration
 RUN_DATE = "2024-06-01"
@@ -77,8 +79,7 @@ def test_mlflow_records_counts_and_table_versions(movielens_run):
     experiment = client.get_experiment_by_name("recspark")
     stage_runs = client.search_runs([experiment.experiment_id], "tags.`recspark.stage` != ''")
     runs = {r.data.tags["recspark.stage"]: r for r in stage_runs}  # ALS trials are untagged child runs
-    assert set(runs) == {"ingest", "featurize", "train-als", "similarity", "embed-items", "train-deep", "candidates",
-                         "rerank", "evaluate", "publish"}
+    assert set(runs) == set(NIGHTLY)
     assert runs["ingest"].data.metrics["rows_read"] == 100836
     assert runs["ingest"].data.params["wrote.interactions_silver"] == "0"
     assert runs["featurize"].data.params["read.interactions_silver"] == "0"
@@ -163,7 +164,7 @@ def test_mlflow_holds_als_trials_model_alias_and_stage_timings(movielens_run):
     assert {"comparison.txt", "metrics.json", "plots"} <= artifacts
     assert "als_search.json" in {a.path for a in client.list_artifacts(als_run.info.run_id)}
     steps = {r.step for r in tables.read("stage_runs").collect()}
-    assert {"ingest", "featurize", "train-als", "als.search", "similarity", "candidates"} <= steps
+    assert {"ingest", "featurize", "train-als", "als.search", "item-similarity", "candidates"} <= steps
     assert metric_values(tables, "wall_time_s")["stage:train-als"] > 0
 
 
@@ -262,7 +263,7 @@ def test_sql_errors_exit_with_code_2_and_name_the_problem(movielens_run, caplog)
     assert cli(root / "wh", "sql", "SELECT * FROM no_such_table") == 2
     assert "no_such_table" in caplog.text
     assert cli(root / "wh", "sql") == 2
-    assert "needs a query" in caplog.text
+    assert "no SQL statement given" in caplog.text
 
 
 def test_rerunning_the_same_date_is_idempotent(movielens_run):
@@ -275,6 +276,65 @@ def test_rerunning_the_same_date_is_idempotent(movielens_run):
     assert tables.version("interactions_silver") == 1
     assert silver_rows() == before
     assert tables.read("interactions_bronze").count() == 100836
+
+
+def test_every_stage_read_and_wrote_only_declared_tables_and_mlflow_lists_each_version_read(movielens_run):
+    import mlflow
+
+    _, _, _, uri = movielens_run
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("recspark")
+    runs = {r.data.tags["recspark.stage"]: r for r in
+            client.search_runs([experiment.experiment_id], "tags.`recspark.stage` != ''")}
+    for name, run in runs.items():
+        declared = STAGES[name]
+        read = {key.removeprefix("read.") for key in run.data.params if key.startswith("read.")}
+        wrote = {key.removeprefix("wrote.") for key in run.data.params if key.startswith("wrote.")}
+        assert read <= {t.name for t in (*declared.reads, *declared.writes)}, name
+        assert wrote <= {t.name for t in declared.writes}, name
+    assert {"interactions_split", "candidates", "item_index", "item_features", "stage_runs", "item_embeddings",
+            "item_factors"} <= {key.removeprefix("read.") for key in runs["evaluate"].data.params if key.startswith("read.")}
+    assert runs["candidates"].data.params["read.user_factors"] == "0"
+
+
+class MostRatedSource(CandidateSource):
+    """A toy plug-in source: the 50 most-rated items a user has not seen."""
+
+    name = "most_rated"
+
+    def fit(self, history, inputs):
+        return MostRatedModel(history.groupBy("item_idx").count().orderBy(F.desc("count"), "item_idx").limit(50))
+
+
+class MostRatedModel:
+    def __init__(self, top):
+        self.top = top
+
+    def recommend(self, users, n, seen):
+        from pyspark.sql import Window
+
+        unseen = users.select("user_idx").distinct().crossJoin(self.top).join(seen, ["user_idx", "item_idx"], "left_anti")
+        order = Window.partitionBy("user_idx").orderBy(F.desc("count"), "item_idx")
+        ranked = unseen.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= n)
+        return ranked.select("user_idx", "item_idx", F.col("count").cast("double").alias("score"), "rank")
+
+
+def test_a_new_candidate_source_is_one_class_and_one_registry_line(movielens_run):
+    root, _, tables, _ = movielens_run
+    register_source(MostRatedSource())
+    try:
+        quiet = ["--set", "mlflow.enabled=false"]
+        assert cli(root / "wh", "candidates", extra=[*quiet, "--set", "candidates.sources=[als, popularity, most_rated]"]) == 0
+        assert cli(root / "wh", "evaluate", extra=quiet) == 0
+        assert cli(root / "wh", "publish", extra=[*quiet, "--set", "publish.sources=[most_rated, popularity]",
+                                                  "--set", "publish.max_relative_drop=1.0"]) == 0
+    finally:
+        unregister_source("most_rated")
+    ndcg = metric_values(tables, "ndcg", 10)
+    assert set(ndcg) >= {"als", "popularity", "most_rated"} and ndcg["most_rated"] > 0
+    published = tables.read("recommendations").where(F.col("run_date") == F.lit(dt.date.fromisoformat(RUN_DATE)))
+    assert {r.source for r in published.select("source").distinct().collect()} <= {"most_rated", "popularity"}
+    assert published.where(F.col("source") == "most_rated").count() > 0.9 * 6100
 
 
 BAD_ROWS = "\n".join(

@@ -20,7 +20,7 @@ from deltalake import DeltaTable
 from pyspark.sql import types as T
 
 from recspark.io.delta import DeltaTables
-from recspark.stages.sql import run_sql
+from recspark.read_only_sql import run_sql
 
 pytestmark = pytest.mark.integration
 

@@ -1,10 +1,9 @@
 """Item text embeddings, content-based and cold-start recommendations."""
 from recspark.content.cold_start import cold_start_results
-from recspark.content.embeddings import ITEM_EMBEDDINGS, embed_texts, item_texts, items_to_embed
+from recspark.content.embeddings import embed_texts, item_texts, items_to_embed
 from recspark.content.recommend import ContentModel, ContentRecommender, user_profiles
 
 __all__ = [
-    "ITEM_EMBEDDINGS",
     "ContentModel",
     "ContentRecommender",
     "cold_start_results",

@@ -22,16 +22,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-# The item_embeddings table, keyed by item_idx (the stable id of item_index).
-ITEM_EMBEDDINGS = T.StructType(
-    [
-        T.StructField("item_idx", T.IntegerType()),
-        T.StructField("item_id", T.StringType()),
-        T.StructField("embedding", T.ArrayType(T.FloatType())),  # L2-normalised
-        T.StructField("model", T.StringType()),
-        T.StructField("text_hash", T.StringType()),  # sha256 hex of the encoded text
-    ]
-)
+from recspark.schemas import ITEM_EMBEDDINGS
+
 
 _LOADED_MODELS: dict[tuple[str, str], object] = {}  # per Python worker: (model, device) -> model
 

@@ -205,6 +205,12 @@ def _train_epoch(
     return {"samples": samples, "loss_sum": loss_sum, "loader_s": loader_s, "step_s": step_s}
 
 
+def checkpoint_path(model_dir: str, model_name: str) -> Path:
+    """Where the checkpoint of ``model_name`` lives under ``model_dir`` (a path or file:// URI):
+    train-deep saves it there and rerank loads it."""
+    return Path(model_dir.removeprefix("file://")) / f"{model_name}.pt"
+
+
 def save_checkpoint(model: nn.Module, path: Path, **extra: Any) -> None:
     """Save ``{model_name, init_args, state_dict (on CPU), **extra}`` to ``path``; the model
     name and init_args are those of ``models.py`` models (class name and {} for other modules)."""

@@ -18,7 +18,8 @@ from recspark.evaluation.ranking import (
     user_ranking_metrics,
 )
 from recspark.evaluation.rating import rating_metrics
-from recspark.evaluation.report import METRICS, comparison_table, metrics_frame, metrics_rows
+from recspark.schemas import METRICS
+from recspark.evaluation.report import comparison_table, metrics_frame, metrics_rows
 
 __all__ = [
     "METRICS",

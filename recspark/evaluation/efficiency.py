@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
 
 def peak_rss_mib() -> float:
     """Peak resident set size of this process since it started, in MiB.
@@ -57,3 +60,16 @@ def measure_stage(name: str) -> Iterator[StageMeasurement]:
         measurement.wall_time_s = time.perf_counter() - start
         measurement.peak_rss_mib = peak_rss_mib()
         measurement.peak_rss_growth_mib = measurement.peak_rss_mib - peak_before
+
+
+def stage_efficiency(stage_runs: DataFrame, run_date) -> dict[str, dict[str, float]]:
+    """``{step: {"wall_time_s": ..., "peak_rss_mib": ...}}`` from the latest row of each step of
+    ``run_date`` in a ``stage_runs`` frame."""
+    latest = Window.partitionBy("step").orderBy(F.col("finished_at").desc())
+    rows = (
+        stage_runs.where(F.col("run_date") == F.lit(run_date))
+        .withColumn("_n", F.row_number().over(latest))
+        .where(F.col("_n") == 1)
+        .collect()
+    )
+    return {r["step"]: {"wall_time_s": r["wall_time_s"], "peak_rss_mib": r["peak_rss_mib"]} for r in rows}

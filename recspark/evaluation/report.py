@@ -10,19 +10,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
 
-METRICS = T.StructType(
-    [
-        T.StructField("run_id", T.StringType(), False),
-        T.StructField("model", T.StringType(), False),
-        T.StructField("metric", T.StringType(), False),
-        T.StructField("k", T.IntegerType(), True),  # null for metrics without a cut-off
-        T.StructField("value", T.DoubleType(), False),
-        T.StructField("protocol", T.StringType(), False),
-        T.StructField("dataset", T.StringType(), False),
-    ]
-)
+from recspark.schemas import METRICS
+
 
 _AT_K = "@k"
 

@@ -206,3 +206,30 @@ def describe_split(split: SplitConfig) -> str:
     if split.validation_start or split.test_start:
         return f"time(validation_start={split.validation_start},test_start={split.test_start})"
     return f"time(validation={split.validation_fraction},test={split.test_fraction})"
+
+
+def tuning_frames(split: DataFrame, tuning_ratio: float, split_seed: int) -> tuple[DataFrame, DataFrame]:
+    """(tuning train, validation) rows of an ``interactions_split`` frame (user_idx, item_idx,
+    split, ...): its ``validation`` rows when it has any, else a per-user ``tuning_ratio`` share
+    of its ``train`` rows drawn with seed ``split_seed + 1``. The test rows are never returned,
+    and equal ratios give equal carves, so ALS tuning, deep early stopping and the hybrid's
+    weights all see the same validation rows."""
+    validation = split.where(F.col("split") == VALIDATION)
+    if validation.limit(1).count():
+        return split.where(F.col("split") == TRAIN), validation
+    carved = random_stratified_split(
+        split.where(F.col("split") == TRAIN).drop("split"),
+        SplitConfig(method="random_stratified", stratify_by="user", test_ratio=tuning_ratio, seed=split_seed + 1),
+    )
+    return carved.where(F.col("split") == TRAIN), carved.where(F.col("split") == TEST)
+
+
+def split_protocol(metadata: dict[str, str]) -> tuple[str, int]:
+    """(protocol label, split seed) from ``interactions_split``'s latest commit ``metadata``
+    (``recspark.split.protocol`` / ``recspark.split.seed``, written by featurize); ValueError
+    when the table was written by an older featurize."""
+    try:
+        return metadata["recspark.split.protocol"], int(metadata["recspark.split.seed"])
+    except KeyError:
+        raise ValueError("interactions_split's latest commit lacks the split protocol in its metadata; "
+                         "re-run the featurize stage") from None

@@ -24,24 +24,13 @@ import logging
 from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
 
+from recspark import schemas
 from recspark.ingest.read import InputFile
 
 log = logging.getLogger(__name__)
 
-MANIFEST_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("path", T.StringType(), False),
-        T.StructField("size", T.LongType(), False),  # bytes
-        T.StructField("modified_ts", T.TimestampType(), False),  # file modification time (UTC)
-        T.StructField("checksum", T.StringType(), False),  # sha256:<hex> of the stored bytes
-        T.StructField("status", T.StringType(), False),  # new | changed (why it was read)
-        T.StructField("run_date", T.DateType(), False),  # the run that read it
-        T.StructField("ingest_date", T.DateType(), False),  # bronze/silver partition of its rows
-    ]
-)
+MANIFEST_SCHEMA = schemas.INGEST_MANIFEST
 NEW, CHANGED = "new", "changed"
 
 

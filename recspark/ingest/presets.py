@@ -177,3 +177,13 @@ def _synthetic(data_dir: str) -> list[SourceConfig]:
             columns={"item_id": "item_id", "title": "title", "genres": "genres", "text": "description"},
         ),
     ]
+
+
+def configured_sources(ingest) -> list[SourceConfig]:
+    """The sources of ``ingest`` (the ``ingest`` settings): its preset's (if any) followed by the
+    explicitly configured ones; ValueError when none reads interactions."""
+    sources = preset_sources(ingest.preset, ingest.data_dir) if ingest.preset else []
+    sources += ingest.sources
+    if not any(s.kind == "interactions" for s in sources):
+        raise ValueError("ingest: no interactions source configured (set ingest.preset or ingest.sources)")
+    return sources

@@ -11,12 +11,18 @@ rows/s of the default per-row loader here). ``delete_converter`` removes the cac
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 
 import torch
-from petastorm.pytorch import BatchedDataLoader
-from petastorm.spark import SparkDatasetConverter, make_spark_converter
 from pyspark.sql import DataFrame, SparkSession
+
+# petastorm 0.13.1 imports pyarrow.LocalFileSystem at import time (a FutureWarning on pyarrow 14);
+# the name is never used on our path, so the warning says nothing an operator can act on.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="pyarrow.LocalFileSystem is deprecated", category=FutureWarning)
+    from petastorm.pytorch import BatchedDataLoader
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
 PARENT_CACHE_DIR_CONF = SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF
 # Small row groups: Petastorm shards by row group, so each rank needs at least one.

@@ -266,3 +266,40 @@ def search_als(
         log.info("ALS trial %s: %s=%.4f (%.1fs)", point, metric, scores[metric], trial.fit_seconds)
     return result
 
+
+
+def _parse_bool(value: str) -> bool:
+    return value == "True"
+
+
+# The searched and fixed params of a refit, as written to (and parsed back from) the factor
+# tables' commit metadata under ``als.<name>``.
+_PARAM_PARSERS = {
+    "rank": int, "reg_param": float, "alpha": float, "implicit_prefs": _parse_bool,
+    "max_iter": int, "seed": int, "nonnegative": _parse_bool,
+}
+
+
+def als_params_metadata(params: dict[str, Any]) -> dict[str, str]:
+    """``{"als.<param>": str(value)}`` of a fitted model's params, for Delta commit metadata."""
+    return {f"als.{name}": str(params[name]) for name in _PARAM_PARSERS if name in params}
+
+
+def als_params_from_metadata(metadata: dict[str, str], prefix: str = "recspark.") -> dict[str, Any]:
+    """The ALS params (rank, reg_param, alpha, implicit_prefs, max_iter, seed, nonnegative) of
+    commit ``metadata`` written from :func:`als_params_metadata`; ValueError naming the missing
+    keys."""
+    missing = [name for name in _PARAM_PARSERS if f"{prefix}als.{name}" not in metadata]
+    if missing:
+        raise ValueError(f"the factors' commit metadata lacks the ALS param(s) {missing}; re-run the train-als stage")
+    return {name: parse(metadata[f"{prefix}als.{name}"]) for name, parse in _PARAM_PARSERS.items()}
+
+
+def als_estimator(settings) -> ALSRecommender:
+    """The ALS estimator of the ``als`` settings before the searched params (rank, reg_param,
+    alpha, implicit_prefs) are set; copy it with :func:`als_params_from_metadata` to refit the
+    published factors' model."""
+    return ALSRecommender(
+        max_iter=settings.max_iter, seed=settings.seed, nonnegative=settings.nonnegative,
+        checkpoint_interval=settings.checkpoint_interval, implicit_rating_col=settings.implicit_rating_col,
+    )

@@ -604,3 +604,17 @@ def factor_similarity(
         F.col("score").cast("double").alias("score"),
         F.lit(None).cast("long").alias("support"),
     )
+
+
+# The ``method`` partitions of the item_similarity table.
+COOCCURRENCE_METHOD = "cooccurrence"
+FACTOR_SIMILARITY_METHOD = "als_factors"
+
+
+def similarity_estimator(settings) -> ItemSimilarity:
+    """The co-occurrence estimator of the ``similarity`` settings (metric, min_support, top_n,
+    max_items_per_user, seed)."""
+    return ItemSimilarity(
+        metric=settings.metric, min_support=settings.min_support, top_n=settings.top_n,
+        max_items_per_user=settings.max_items_per_user, seed=settings.seed,
+    )

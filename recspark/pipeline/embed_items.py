@@ -12,14 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import Config
+from recspark.catalog import ITEM_EMBEDDINGS, ITEM_INDEX, ITEMS
 from recspark.content.embeddings import embed_texts, item_texts, items_to_embed
-from recspark.io.delta import DeltaTables
-from recspark.stages.common import StageContext
-from recspark.io.tracking import StageRun
+from recspark.pipeline.stage import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +29,17 @@ class EmbeddingCounts:
     dimension: int
 
 
-def run_embed_items(
-    spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
-) -> EmbeddingCounts:
-    ec = config.embedding
-    tracker.log_params({f"embedding.{key}": value for key, value in vars(ec).items()})
-    texts = item_texts(tables.read("items"), tables.read("item_index"), ec.text_fields)
-    existing = tables.read("item_embeddings").localCheckpoint() if tables.exists("item_embeddings") else None
-    todo, kept = items_to_embed(texts, existing, ec.model)
+def run_embed_items(ctx: StageContext) -> EmbeddingCounts:
+    tables, ec = ctx.tables, ctx.config.embedding
+    texts = item_texts(tables.read(ITEMS), tables.read(ITEM_INDEX), ec.text_fields)
+    existing = tables.read_if_exists(ITEM_EMBEDDINGS)
+    todo, kept = items_to_embed(texts, None if existing is None else existing.localCheckpoint(), ec.model)
     with ctx.measure("embed_items.encode"):
         encoded = embed_texts(todo, ec.model, ec.batch_size, ec.device, ec.torch_threads).localCheckpoint()
     n_encoded = encoded.count()
     embeddings = encoded if kept is None else kept.unionByName(encoded)
-    tables.write(
-        embeddings, "item_embeddings", overwrite_schema=True,
-        metadata=ctx.commit_metadata("embed-items") | {"embedding.model": ec.model, "embedding.encoded": str(n_encoded)},
-    )
+    tables.write(embeddings, ITEM_EMBEDDINGS, overwrite_schema=True,
+                 metadata=ctx.commit_metadata({"embedding.model": ec.model, "embedding.encoded": n_encoded}))
     first = embeddings.select(F.size("embedding").alias("d")).first()
     counts = EmbeddingCounts(
         items=texts.count(), encoded=n_encoded, reused=0 if kept is None else kept.count(),

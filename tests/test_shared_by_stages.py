@@ -7,21 +7,21 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recspark.config import Config, SplitConfig
-from recspark.io.delta import DeltaTables
+from recspark.config import SplitConfig
+from recspark.evaluation.efficiency import stage_efficiency
 from recspark.evaluation.suite import evaluate_recommendations, evaluate_recommendations_by
-from recspark.featurize.splits import describe_split
-from recspark.stages.common import STAGE_RUNS
-from recspark.stages.evaluate import stage_efficiency
-from recspark.stages.train_als import factor_params, tuning_frames
-from recspark.stages.train_deep import validation_frames
+from recspark.featurize.splits import describe_split, split_protocol, tuning_frames
+from recspark.recommenders.als import als_params_from_metadata, als_params_metadata
+from recspark.schemas import STAGE_RUNS
+
+pytestmark = pytest.mark.unit
 
 SPLIT_SCHEMA = "user_id string, item_id string, user_idx int, item_idx int, split string"
 
 
 def test_tuning_uses_the_validation_split_when_there_is_one(spark):
     rows = [("u", "a", 0, 0, "train"), ("u", "b", 0, 1, "validation"), ("u", "c", 0, 2, "test")]
-    train, validation = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.5, seed=1)
+    train, validation = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.5, split_seed=0)
     assert [r.item_id for r in train.collect()] == ["a"]
     assert [r.item_id for r in validation.collect()] == ["b"]
 
@@ -29,42 +29,42 @@ def test_tuning_uses_the_validation_split_when_there_is_one(spark):
 def test_without_validation_a_share_of_each_users_train_pairs_is_carved_out(spark):
     rows = [(f"u{u}", f"i{i}", u, i, "train") for u in range(3) for i in range(10)]
     rows += [("u0", "t", 0, 99, "test")]
-    train, validation = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.2, seed=1)
+    train, validation = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.2, split_seed=0)
     per_user = {r.user_id: r["count"] for r in validation.groupBy("user_id").count().collect()}
     assert per_user == {"u0": 2, "u1": 2, "u2": 2}
     assert train.count() == 24 and "t" not in {r.item_id for r in train.union(validation).collect()}
-    again = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.2, seed=1)[1]
+    again = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.2, split_seed=0)[1]
     assert sorted(validation.collect()) == sorted(again.collect())  # seeded
 
 
-def test_deep_validation_frames_are_the_seeded_carve_of_train_disjoint_from_test(spark):
+def test_the_carve_is_seeded_by_the_split_seed_and_disjoint_from_test(spark):
     rows = [(f"u{u}", f"i{i}", u, i, "train") for u in range(4) for i in range(10)]
     rows += [(f"u{u}", "t", u, 99, "test") for u in range(4)]
     split = spark.createDataFrame(rows, SPLIT_SCHEMA)
-    config = Config()
-    config.deep.validation_ratio = 0.3
-    fit, validation = validation_frames(split, config)
-    expected_fit, expected_validation = tuning_frames(split, 0.3, seed=config.featurize.split.seed + 1)
-    assert sorted(validation.collect()) == sorted(expected_validation.collect())
+    fit, validation = tuning_frames(split, 0.3, split_seed=42)
     assert {r.user_id: r["count"] for r in validation.groupBy("user_id").count().collect()} == {
         "u0": 3, "u1": 3, "u2": 3, "u3": 3}
     pairs = lambda frame: {(r.user_idx, r.item_idx) for r in frame.collect()}  # noqa: E731
     assert pairs(fit) | pairs(validation) == pairs(split.where("split = 'train'"))
     assert not pairs(fit) & pairs(validation) and 99 not in {i for _, i in pairs(fit) | pairs(validation)}
+    assert pairs(tuning_frames(split, 0.3, split_seed=42)[1]) == pairs(validation)
+    assert pairs(tuning_frames(split, 0.3, split_seed=7)[1]) != pairs(validation)
 
 
-def test_factor_params_read_back_what_train_als_wrote(spark, tmp_path):
-    tables = DeltaTables(spark, lambda name: str(tmp_path / name), engine="delta-rs")
-    factors = spark.createDataFrame([(0, [0.5, 1.0])], "user_idx int, features array<float>")
+def test_als_params_round_trip_through_commit_metadata():
     params = {"rank": 16, "reg_param": 0.1, "alpha": 5.0, "implicit_prefs": True, "max_iter": 15, "seed": 42,
               "nonnegative": False}
-    tables.write(factors, "user_factors", metadata={f"als.{key}": value for key, value in params.items()})
-    assert factor_params(tables) == params
-    tables.write(factors, "user_factors", metadata={"als.rank": 8})
+    stored = {f"recspark.{key}": value for key, value in als_params_metadata(params).items()}
+    assert als_params_from_metadata(stored) == params
     with pytest.raises(ValueError, match=r"lacks the ALS param\(s\) \['reg_param'"):
-        factor_params(tables)
-    with pytest.raises(ValueError, match="run the train-als stage first"):
-        factor_params(DeltaTables(spark, lambda name: str(tmp_path / "empty" / name), engine="delta-rs"))
+        als_params_from_metadata({"recspark.als.rank": "8"})
+
+
+def test_split_protocol_travels_in_commit_metadata():
+    assert split_protocol({"recspark.split.protocol": "leave_last_n(n=1,validation=true)", "recspark.split.seed": "7"}) \
+        == ("leave_last_n(n=1,validation=true)", 7)
+    with pytest.raises(ValueError, match="re-run the featurize stage"):
+        split_protocol({})
 
 
 @pytest.mark.parametrize(

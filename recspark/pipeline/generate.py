@@ -9,18 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
-
-from recspark.config import Config
-from recspark.io.delta import DeltaTables
-from recspark.stages.common import StageContext
-from recspark.io.tracking import StageRun
-from recspark.synthetic import (
-    INTERACTIONS_CSV_COLUMNS,
-    ITEMS_CSV_COLUMNS,
-    generate_interactions,
-    generate_items,
-)
+from recspark.pipeline.stage import StageContext
+from recspark.synthetic import INTERACTIONS_CSV_COLUMNS, ITEMS_CSV_COLUMNS, generate_interactions, generate_items
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +21,13 @@ class GenerateCounts:
     items: int
 
 
-def run_generate(
-    spark: SparkSession, config: Config, tables: DeltaTables, ctx: StageContext, tracker: StageRun
-) -> GenerateCounts:
-    cfg = config.generate
+def run_generate(ctx: StageContext) -> GenerateCounts:
+    cfg = ctx.config.generate
     out = cfg.output_dir.rstrip("/")
-    generate_interactions(spark, cfg).select(*INTERACTIONS_CSV_COLUMNS).write.mode("overwrite").option(
+    generate_interactions(ctx.spark, cfg).select(*INTERACTIONS_CSV_COLUMNS).write.mode("overwrite").option(
         "header", True
     ).csv(f"{out}/interactions")
-    generate_items(spark, cfg).select(*ITEMS_CSV_COLUMNS).write.mode("overwrite").option("header", True).csv(
+    generate_items(ctx.spark, cfg).select(*ITEMS_CSV_COLUMNS).write.mode("overwrite").option("header", True).csv(
         f"{out}/items"
     )
     log.info("generated %d interactions and %d items under %s", cfg.n_interactions, cfg.n_items, out)
