@@ -2,7 +2,7 @@
 ``sbin/spark-daemon.sh`` on 127.0.0.1, jobs submitted with ``spark-submit --master spark://...``,
 results compared with the same jobs in local mode, daemons stopped afterwards.
 
-The cluster runs featurize and train-als (jobs/featurize.py, jobs/train_als.py) on the bundled
+The cluster runs featurize and train-als (jobs/submit.py featurize, jobs/submit.py train-als) on the bundled
 MovieLens cut to its first 60 users, reading the ingested tables a local run wrote; the local run
 continues from a copy of the same warehouse.
 """
@@ -114,11 +114,11 @@ def ingested(tmp_path_factory, movielens_dir, spark):
     return root, path
 
 
-def submit(master_url: str, env: dict, job: str, config: Path) -> None:
+def submit(master_url: str, env: dict, stage: str, config: Path) -> None:
     done = subprocess.run(
         [str(SPARK_HOME / "bin" / "spark-submit"), "--master", master_url,
          "--conf", "spark.executor.memory=1g", "--conf", f"spark.pyspark.python={sys.executable}",
-         str(REPO / "jobs" / job), "--config", str(config), "--run-date", RUN_DATE],
+         str(REPO / "jobs" / "submit.py"), "--config", str(config), "--run-date", RUN_DATE, stage],
         env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
@@ -133,8 +133,8 @@ def test_cluster_jobs_give_the_local_results(cluster_env, ingested, spark):
     settings["warehouse"] = str(root / "local_warehouse")
     local_config.write_text(yaml.safe_dump(settings))
 
-    for job in ("featurize.py", "train_als.py"):
-        submit(master_url, env, job, cluster_config)
+    for stage in ("featurize", "train-als"):
+        submit(master_url, env, stage, cluster_config)
     with urllib.request.urlopen(status_url, timeout=10) as response:
         status = json.load(response)
     assert status["aliveworkers"] == 1
