@@ -22,6 +22,30 @@ from recspark.io.delta.common import Commit
 from recspark.recommenders.item_similarity import NEIGHBOR_COL
 
 
+@dataclass
+class PublishSettings:
+    """Nightly lists and the quality gate in front of them (the ``publish`` config section)."""
+
+    k: int = 10  # items per user
+    # priority order; content, then popularity, last: every known user gets a full list
+    sources: list[str] = field(default_factory=lambda: ["als", "item_item", "content", "popularity"])
+    metric: str = "ndcg"  # metrics-table metric (at evaluation.k) of the first source, compared by the gate
+    min_user_coverage: float = 0.99  # share of known users that must get a list
+    max_relative_drop: float = 0.2  # users, rows, coverage, metric may fall at most this much
+    force: bool = False  # publish despite gate breaches (``--force``)
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k: must be >= 1, got {self.k}")
+        if not self.sources:
+            raise ValueError("sources: needs at least one source")
+        self.gate()
+
+    def gate(self) -> GateSettings:
+        """The gate thresholds as :class:`GateSettings` (which validates them)."""
+        return GateSettings(min_user_coverage=self.min_user_coverage, max_relative_drop=self.max_relative_drop)
+
+
 def final_recommendations(candidates: DataFrame, sources: list[str], k: int) -> DataFrame:
     """``k`` items per user from ``candidates`` (user_idx, item_idx, source, score, rank,
     because_item_idx), sources in priority order: a user's list is the first source's top items,

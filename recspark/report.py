@@ -21,6 +21,17 @@ import pandas as pd
 
 
 @dataclass
+class ReportSettings:
+    """The HTML run report (the ``report`` config section)."""
+
+    output_dir: str = "reports"  # the page goes to <output_dir>/recspark-report-<run date>.html
+
+    def __post_init__(self) -> None:
+        if not self.output_dir.strip():
+            raise ValueError("output_dir: must not be empty")
+
+
+@dataclass
 class ReportInputs:
     """Inputs of :func:`render_report`.
 

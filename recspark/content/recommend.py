@@ -16,6 +16,8 @@ blocked top-K scorer (:func:`recspark.recommenders.topk.top_k_by_dot_product`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, Window
@@ -25,6 +27,32 @@ from recspark.recommenders.topk import top_k_by_dot_product
 
 SECONDS_PER_DAY = 86_400.0
 _PROFILE_SCHEMA = "user_idx int, profile array<float>, n_items int"
+
+
+@dataclass
+class ContentSettings:
+    """Content-based and cold-start candidates (the ``content`` source) and their cold-cohort
+    evaluation (the ``content`` config section); see :mod:`recspark.content.cold_start`."""
+
+    profile_half_life_days: float | None = 365.0  # recency weight of history items; null: plain mean
+    # Blend weight of content vs popularity: n / (n + popularity_shrinkage) for a user with n
+    # history items (0: pure content for every user with history; new users get popularity).
+    popularity_shrinkage: float = 10.0
+    cold_item_ratio: float = 0.1  # share of items treated as new in the cold-item cohort (0: skip)
+    cold_user_ratio: float = 0.1  # share of users reduced to a near-empty history (0: skip)
+    cold_user_history: int = 2  # history items a cold user keeps (their earliest)
+    cold_seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.profile_half_life_days is not None and not self.profile_half_life_days > 0:
+            raise ValueError(f"profile_half_life_days: must be > 0 or null, got {self.profile_half_life_days}")
+        if self.popularity_shrinkage < 0:
+            raise ValueError(f"popularity_shrinkage: must be >= 0, got {self.popularity_shrinkage}")
+        for name in ("cold_item_ratio", "cold_user_ratio"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.cold_user_history < 0:
+            raise ValueError(f"cold_user_history: must be >= 0, got {self.cold_user_history}")
 
 
 def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: float | None) -> DataFrame:

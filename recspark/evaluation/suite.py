@@ -1,11 +1,13 @@
 """All offline metrics of one model's top-k lists in one call (the ``evaluate`` stage's unit)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from recspark.cutoff import DEFAULT_K
 from recspark.evaluation._checks import require_columns, require_same_types
 from recspark.evaluation.beyond_accuracy import (
     VALUE,
@@ -26,6 +28,19 @@ from recspark.evaluation.beyond_accuracy import (
     with_relevance,
 )
 from recspark.evaluation.ranking import ranking_metrics, ranking_metrics_by
+
+
+@dataclass
+class EvaluationSettings:
+    """Offline evaluation of the candidates against the test split (the ``evaluation`` config
+    section); ``k`` is also the deep models' validation cut-off."""
+
+    k: int = DEFAULT_K
+    dataset: str | None = None  # label in the metrics table; default: the ingest preset
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k: must be >= 1, got {self.k}")
 
 
 def evaluate_recommendations(

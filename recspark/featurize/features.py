@@ -7,11 +7,31 @@ time zone are taken as UTC.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from recspark.featurize.splits import SplitSettings
+
 SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass
+class FeaturizeSettings:
+    """The ``featurize`` config section: the split protocol and the feature parameters."""
+
+    split: SplitSettings = field(default_factory=SplitSettings)
+    confidence_alpha: float = 1.0  # implicit confidence = 1 + alpha * log1p(weight / epsilon)
+    confidence_epsilon: float = 1.0  # same unit as the interaction weight
+    recency_half_life_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.confidence_alpha < 0:
+            raise ValueError(f"confidence_alpha: must be >= 0, got {self.confidence_alpha}")
+        for name in ("confidence_epsilon", "recency_half_life_days"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
 
 
 def _epoch_seconds(moment: dt.datetime) -> float:

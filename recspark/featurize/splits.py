@@ -8,11 +8,10 @@ and config give the same assignment on every run and for any partitioning.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-
-from recspark.config import SplitConfig
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLIT_METHODS = ("time", "leave_last_n", "random_stratified")
@@ -21,22 +20,69 @@ STRATIFY_COLUMNS = {"user": ("user_id", "item_id"), "item": ("item_id", "user_id
 PERCENTILE_ACCURACY = 100_000
 
 
-def split_interactions(user_item: DataFrame, split: SplitConfig) -> DataFrame:
+@dataclass
+class SplitSettings:
+    """Train/validation/test split (the ``featurize.split`` config section); every method is
+    deterministic for a given seed. Validated on construction: only the fields of ``method``
+    are checked, so switching methods never trips over another method's settings."""
+
+    method: str = "random_stratified"  # time | leave_last_n | random_stratified
+    seed: int = 42
+    # random_stratified: per-group fractions (train gets the rest)
+    stratify_by: str = "user"  # user | item
+    validation_ratio: float = 0.0
+    test_ratio: float = 0.25
+    # leave_last_n: the last n events of each user go to test, the n before them to validation
+    n: int = 1
+    leave_last_n_validation: bool = True  # false: no validation split, only the n test events
+    min_user_interactions: int = 3  # users with fewer events stay entirely in train
+    # time: explicit ISO cutoffs, or fractions of the event-time range when cutoffs are unset
+    validation_start: str | None = None
+    test_start: str | None = None
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.method not in SPLIT_METHODS:
+            raise ValueError(f"unknown split method {self.method!r}; expected one of {list(SPLIT_METHODS)}")
+        if self.method == "random_stratified":
+            if self.stratify_by not in STRATIFY_COLUMNS:
+                raise ValueError(
+                    f"split.stratify_by must be one of {sorted(STRATIFY_COLUMNS)}, got {self.stratify_by!r}"
+                )
+            _check_fractions(self.test_ratio, self.validation_ratio, "test_ratio", "validation_ratio")
+        elif self.method == "leave_last_n":
+            if self.n < 1:
+                raise ValueError(f"split.n must be >= 1, got {self.n}")
+            held_out = self.n * (2 if self.leave_last_n_validation else 1)
+            if self.min_user_interactions <= held_out:
+                raise ValueError(
+                    f"split.min_user_interactions must be > {held_out} (the pairs held out per user) "
+                    f"so every split user keeps a training pair, got {self.min_user_interactions}"
+                )
+        elif self.test_start is not None:
+            test_start = _parse_cutoff(self.test_start, "test_start")
+            validation_start = self.validation_start and _parse_cutoff(self.validation_start, "validation_start")
+            if validation_start is not None and validation_start >= test_start:
+                raise ValueError(
+                    f"split.validation_start ({self.validation_start}) must be earlier than "
+                    f"split.test_start ({self.test_start})"
+                )
+        elif self.validation_start is not None:
+            raise ValueError("split.validation_start is set but split.test_start is not; set both")
+        else:
+            _check_fractions(self.test_fraction, self.validation_fraction, "test_fraction", "validation_fraction")
+
+
+def split_interactions(user_item: DataFrame, split: SplitSettings) -> DataFrame:
     """Add a ``split`` column (``train`` | ``validation`` | ``test``) to ``user_item``.
 
     ``user_item`` needs ``user_id``, ``item_id`` and ``event_ts``; its other columns are kept.
     ``split.method`` picks :func:`time_split`, :func:`leave_last_n_split` or
-    :func:`random_stratified_split`. Raises ValueError for an unknown method or invalid ratios.
+    :func:`random_stratified_split` (``split`` was validated when it was built).
     """
-    if split.method == "time":
-        return time_split(user_item, split)
-    if split.method == "leave_last_n":
-        return leave_last_n_split(user_item, split)
-    if split.method == "random_stratified":
-        return random_stratified_split(user_item, split)
-    raise ValueError(
-        f"unknown split method {split.method!r}; expected one of {list(SPLIT_METHODS)}"
-    )
+    methods = {"time": time_split, "leave_last_n": leave_last_n_split, "random_stratified": random_stratified_split}
+    return methods[split.method](user_item, split)
 
 
 def _parse_cutoff(value: str, name: str) -> float:
@@ -65,7 +111,7 @@ def _label(is_test: Column, is_validation: Column) -> Column:
     return F.when(is_test, TEST).when(is_validation, VALIDATION).otherwise(TRAIN)
 
 
-def time_split(user_item: DataFrame, split: SplitConfig) -> DataFrame:
+def time_split(user_item: DataFrame, split: SplitSettings) -> DataFrame:
     """Global time split on ``event_ts``.
 
     Explicit cutoffs when ``split.test_start`` is set (ISO date/datetime, UTC when no zone is
@@ -87,19 +133,9 @@ def time_split(user_item: DataFrame, split: SplitConfig) -> DataFrame:
         if split.validation_start is None:
             return user_item.withColumn("split", _label(event_seconds >= test_start, F.lit(False)))
         validation_start = _parse_cutoff(split.validation_start, "validation_start")
-        if validation_start >= test_start:
-            raise ValueError(
-                f"split.validation_start ({split.validation_start}) must be earlier than "
-                f"split.test_start ({split.test_start})"
-            )
         return user_item.withColumn(
             "split", _label(event_seconds >= test_start, event_seconds >= validation_start)
         )
-    if split.validation_start is not None:
-        raise ValueError("split.validation_start is set but split.test_start is not; set both")
-    _check_fractions(
-        split.test_fraction, split.validation_fraction, "test_fraction", "validation_fraction"
-    )
     # Rounded so float noise does not move a quantile (1 - 0.2 - 0.2 is 0.6000000000000001).
     test_quantile = round(1.0 - split.test_fraction, 12)
     validation_quantile = round(1.0 - split.test_fraction - split.validation_fraction, 12)
@@ -118,7 +154,7 @@ def time_split(user_item: DataFrame, split: SplitConfig) -> DataFrame:
     )
 
 
-def leave_last_n_split(user_item: DataFrame, split: SplitConfig) -> DataFrame:
+def leave_last_n_split(user_item: DataFrame, split: SplitSettings) -> DataFrame:
     """Per user, the last ``n`` pairs go to test and, when ``split.leave_last_n_validation``,
     the ``n`` before them to validation; the rest is train.
 
@@ -127,14 +163,7 @@ def leave_last_n_split(user_item: DataFrame, split: SplitConfig) -> DataFrame:
     ``split.min_user_interactions`` pairs stay entirely in train; that threshold must leave
     every split user at least one training pair (``> n``, or ``> 2n`` with validation).
     """
-    if split.n < 1:
-        raise ValueError(f"split.n must be >= 1, got {split.n}")
     held_out = split.n * (2 if split.leave_last_n_validation else 1)
-    if split.min_user_interactions <= held_out:
-        raise ValueError(
-            f"split.min_user_interactions must be > {held_out} (the pairs held out per user) "
-            f"so every split user keeps a training pair, got {split.min_user_interactions}"
-        )
     latest_first = Window.partitionBy("user_id").orderBy(
         F.col("event_ts").desc(), F.col("item_id").desc()
     )
@@ -152,7 +181,7 @@ def _exact_ratio(ratio: float) -> Column:
     return F.lit(float(ratio)).cast("decimal(20,10)")
 
 
-def random_stratified_split(user_item: DataFrame, split: SplitConfig) -> DataFrame:
+def random_stratified_split(user_item: DataFrame, split: SplitSettings) -> DataFrame:
     """Seeded per-group random split (per user, or per item with ``stratify_by: item``).
 
     Within each group of n pairs, pairs are shuffled by ``xxhash64(seed, user_id, item_id)``
@@ -163,12 +192,6 @@ def random_stratified_split(user_item: DataFrame, split: SplitConfig) -> DataFra
     Recommenders' ``python_stratified_split`` (default 75/25), with its cumulative rounding
     replaced by per-split rounding.
     """
-    if split.stratify_by not in STRATIFY_COLUMNS:
-        raise ValueError(
-            f"split.stratify_by must be one of {sorted(STRATIFY_COLUMNS)}, "
-            f"got {split.stratify_by!r}"
-        )
-    _check_fractions(split.test_ratio, split.validation_ratio, "test_ratio", "validation_ratio")
     group_col, other_col = STRATIFY_COLUMNS[split.stratify_by]
     shuffle_key = F.xxhash64(F.lit(split.seed).cast("long"), F.col("user_id"), F.col("item_id"))
     shuffled = Window.partitionBy(group_col).orderBy(shuffle_key, F.col(other_col))
@@ -192,7 +215,7 @@ def attach_indexes(df: DataFrame, user_index: DataFrame, item_index: DataFrame) 
     return with_users.join(item_index, on="item_id", how="inner")
 
 
-def describe_split(split: SplitConfig) -> str:
+def describe_split(split: SplitSettings) -> str:
     """A short label of the evaluation protocol a split implements, for the metrics table:
     ``random_stratified(by=user,test=0.25,validation=0.0,seed=42)``, ``leave_last_n(n=1)``,
     ``time(validation_start=...,test_start=...)`` or ``time(validation=0.1,test=0.1)``."""

@@ -12,10 +12,27 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
-from recspark.config import SparkConfig
+LOG_LEVELS = ("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN")
+
+
+@dataclass
+class SparkSettings:
+    """How the SparkSession is built (the ``spark`` config section)."""
+
+    master: str | None = "local[*]"  # None: leave it to spark-submit / the cluster
+    app_name: str = "recspark"
+    log_level: str = "WARN"  # one of LOG_LEVELS
+    conf: dict[str, str] = field(default_factory=dict)  # extra spark.* settings
+
+    def __post_init__(self) -> None:
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level: must be one of {list(LOG_LEVELS)}, got {self.log_level!r}")
+        if not self.app_name.strip():
+            raise ValueError("app_name: must not be empty")
 
 BASE_CONF = {
     "spark.sql.session.timeZone": "UTC",
@@ -45,7 +62,7 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def build_spark_session(config: SparkConfig) -> SparkSession:
+def build_spark_session(config: SparkSettings) -> SparkSession:
     """Get or create the SparkSession described by ``config``."""
     submitted = launched_by_spark_submit()
     prepare_python_environment(config.master)

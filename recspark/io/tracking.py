@@ -17,16 +17,30 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from recspark.config import MlflowConfig
 from recspark.io.locks import process_alive, process_start_token
 
 log = logging.getLogger(__name__)
 
 # Pinned requirements of a logged Spark ML model (what loading it needs).
 SPARK_MODEL_PACKAGES = ("pyspark", "mlflow", "numpy", "pandas", "pyarrow")
+
+
+@dataclass
+class MlflowSettings:
+    """Experiment tracking (the ``mlflow`` config section); ``enabled: false`` runs without MLflow."""
+
+    enabled: bool = True
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "recspark"
+
+    def __post_init__(self) -> None:
+        for name in ("tracking_uri", "experiment"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name}: must not be empty")
 
 
 class StageRun:
@@ -172,7 +186,7 @@ def _killed_on_sigterm(mlflow_module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def stage_run(config: MlflowConfig, stage: str, run_date: str, local_run_id: str) -> Iterator[StageRun]:
+def stage_run(config: MlflowSettings, stage: str, run_date: str, local_run_id: str) -> Iterator[StageRun]:
     """Open an MLflow run named ``<stage>-<run_date>`` tagged with the recspark run id."""
     started = time.perf_counter()
     if not config.enabled:

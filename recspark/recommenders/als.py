@@ -30,11 +30,65 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recspark.evaluation import ranking_metrics
+from recspark.evaluation.ranking import RANKING_METRIC_KEYS
 from recspark.recommenders.topk import top_k_by_dot_product
 
 log = logging.getLogger(__name__)
 
 SEARCHABLE_PARAMS = ("implicit_prefs", "rank", "reg_param", "alpha")
+
+
+@dataclass
+class AlsGrid:
+    """Hyperparameter grid of the ALS search (Cartesian product; see :func:`expand_grid`)."""
+
+    implicit_prefs: list[bool] = field(default_factory=lambda: [True, False])
+    rank: list[int] = field(default_factory=lambda: [16])
+    reg_param: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    alpha: list[float] = field(default_factory=lambda: [1.0, 5.0])  # implicit confidence scale
+
+    def __post_init__(self) -> None:
+        for name in SEARCHABLE_PARAMS:
+            if not getattr(self, name):
+                raise ValueError(f"{name}: the grid needs at least one value")
+        if min(self.rank) < 1:
+            raise ValueError(f"rank: values must be >= 1, got {self.rank}")
+        for name in ("reg_param", "alpha"):
+            if min(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: values must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class AlsSettings:
+    """ALS training (the ``als`` config section): search on a validation split, refit, register."""
+
+    grid: AlsGrid = field(default_factory=AlsGrid)
+    selection_metric: str = "ndcg@k"  # a ranking_metrics key, at evaluation.k
+    # Share of each user's train pairs held out for the search when the split has no validation
+    # pairs (the default 75/25 protocol has none); the test split is never used for tuning.
+    tuning_ratio: float = 0.1
+    max_iter: int = 15
+    seed: int = 42
+    nonnegative: bool = False
+    checkpoint_interval: int = 5
+    checkpoint_dir: str | None = None  # default: <warehouse>/_checkpoints
+    implicit_rating_col: str = "confidence"  # implicit ALS input r (confidence = 1 + alpha * r)
+    factor_similarity_top_n: int = 50  # neighbours per item from the factors (0: skip)
+    register_model: bool = True  # register in the MLflow model registry, alias on improvement
+    model_name: str = "recspark-als"
+    champion_alias: str = "champion"
+
+    def __post_init__(self) -> None:
+        known = sorted(RANKING_METRIC_KEYS.values())
+        if self.selection_metric not in known:
+            raise ValueError(f"selection_metric: unknown metric {self.selection_metric!r}; known: {known}")
+        if not 0.0 < self.tuning_ratio < 1.0:
+            raise ValueError(f"tuning_ratio: must be in (0, 1), got {self.tuning_ratio}")
+        for name in ("max_iter", "checkpoint_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.factor_similarity_top_n < 0:
+            raise ValueError(f"factor_similarity_top_n: must be >= 0, got {self.factor_similarity_top_n}")
 
 
 class ALSRecommender:

@@ -47,6 +47,28 @@ METRICS = ("cosine", "jaccard", "lift")
 PAIRS_PER_CHUNK = 8_000_000  # pair entries one numpy pass holds (about 40 bytes each at peak)
 MAX_DENSE_PAIR_GRID = 1 << 24  # anchors x items cells counted with bincount (8 bytes each)
 
+
+@dataclass
+class SimilaritySettings:
+    """Item-item co-occurrence similarity (the ``similarity`` config section); see
+    :class:`ItemSimilarity`."""
+
+    metric: str = "cosine"  # cosine | jaccard | lift
+    min_support: int = 2  # users a pair needs in common
+    top_n: int = 50  # neighbours kept per item
+    max_items_per_user: int | None = 500  # heavy users down-sampled (seeded); null: exact
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric: must be one of {list(METRICS)}, got {self.metric!r}")
+        for name in ("min_support", "top_n"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_items_per_user is not None and self.max_items_per_user < 2:
+            raise ValueError(f"max_items_per_user: must be >= 2 or null, got {self.max_items_per_user}")
+
+
 _ITEMS = "_items"  # per-user array of distinct items (structs with weights if weighted)
 _BUCKET = "_bucket"  # anchor bucket of a (bucket, user item array) row, see _item_bucket
 _BUCKET_KEY = "_bucket_key"  # an item of that bucket: Spark partitions the row to the bucket

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -46,12 +47,23 @@ from recspark.io.delta.rs import ActiveFiles, DeltaRsEngine, active_files
 from recspark.io.delta.spark import DeltaSparkEngine
 
 __all__ = [
-    "READ_VERSION", "ActiveFiles", "Commit", "ConcurrentWriteError", "DeltaTableError", "DeltaTables", "SchemaMismatchError", "active_files", "choose_engine",
+    "READ_VERSION", "ActiveFiles", "Commit", "ConcurrentWriteError", "DeltaSettings", "DeltaTableError", "DeltaTables", "SchemaMismatchError", "active_files", "choose_engine",
 ]
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "delta-rs", "delta-spark")
+
+
+@dataclass
+class DeltaSettings:
+    """Which Delta engine writes and reads tables (the ``delta`` config section)."""
+
+    engine: str = "auto"  # auto (delta-spark when its SQL extension is configured) | delta-rs | delta-spark
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine: must be one of {list(ENGINES)}, got {self.engine!r}")
 
 # ``write(expected_version=READ_VERSION)``: base the commit on the version this object last read.
 READ_VERSION = "read-version"
