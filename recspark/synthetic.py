@@ -53,7 +53,6 @@ The model behind the data:
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 import zlib
@@ -62,8 +61,6 @@ from dataclasses import dataclass
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-
-from recspark.config import ConfigError
 
 # Column order of the CSV files the generate stage writes (what the synthetic ingest preset reads).
 INTERACTIONS_CSV_COLUMNS = ["user_id", "item_id", "event_type", "rating", "timestamp"]
@@ -122,7 +119,8 @@ GLOBAL_POOL = -1  # pool id of the whole catalogue (taste clusters are 0..taste_
 
 @dataclass
 class GenerateSettings:
-    """Size and shape of the synthetic logs (see the module docstring for the model).
+    """Size and shape of the synthetic logs (the ``generate`` config section; see the module
+    docstring for the model).
 
     Fields: sizes (``n_users``, ``n_items``, ``n_interactions`` events), ``seed`` (everything is
     a pure function of it), the event date range (``start_date`` / ``end_date``, ISO dates,
@@ -152,25 +150,16 @@ class GenerateSettings:
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "latent_dim", "num_partitions", "taste_clusters"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"generate.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.n_interactions < 0:
-            raise ConfigError(f"generate.n_interactions must be >= 0, got {self.n_interactions}")
+            raise ValueError(f"n_interactions: must be >= 0, got {self.n_interactions}")
         for name in ("implicit_share", "personal_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"generate.{name} must be in [0, 1], got {getattr(self, name)}")
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         for name in ("item_popularity_exponent", "user_activity_exponent", "taste_sharpness"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"generate.{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         time_range(self)
-
-
-def as_settings(cfg) -> GenerateSettings:
-    """``cfg`` as GenerateSettings: itself, or any object with GenerateSettings' field names
-    (today's ``recspark.config.GenerateConfig``), missing fields at their defaults."""
-    if isinstance(cfg, GenerateSettings):
-        return cfg
-    names = [f.name for f in dataclasses.fields(GenerateSettings)]
-    return GenerateSettings(**{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
 
 
 # The random-number helpers build Spark SQL text rather than chains of Column calls: every
@@ -234,9 +223,9 @@ def time_range(cfg: GenerateSettings) -> tuple[int, int]:
         start = dt.date.fromisoformat(cfg.start_date)
         end = dt.date.fromisoformat(cfg.end_date)
     except ValueError as exc:
-        raise ConfigError(f"generate dates must be YYYY-MM-DD: {exc}") from exc
+        raise ValueError(f"start_date, end_date: must be YYYY-MM-DD: {exc}") from exc
     if end < start:
-        raise ConfigError(f"generate.end_date {cfg.end_date} is before start_date {cfg.start_date}")
+        raise ValueError(f"end_date: {cfg.end_date} is before start_date {cfg.start_date}")
     epoch = dt.date(1970, 1, 1)
     return (start - epoch).days * _SECONDS_PER_DAY, ((end - epoch).days + 1) * _SECONDS_PER_DAY - 1
 
@@ -304,7 +293,6 @@ def user_profiles(spark: SparkSession, cfg: GenerateSettings) -> DataFrame:
     (long epoch seconds; the user's activity window, at least MIN_WINDOW_FRACTION of the range),
     taste_cdf (array<double> of taste_clusters cumulative probabilities of the user's clusters).
     """
-    cfg = as_settings(cfg)
     start, end = time_range(cfg)
     span = end - start
     idx = F.col("idx")
@@ -329,7 +317,6 @@ def item_profiles(spark: SparkSession, cfg: GenerateSettings) -> DataFrame:
     back catalogue before start_date, new releases in the first NEW_RELEASE_FRACTION of the range),
     taste_cluster (int, the cluster whose direction the factors point to most).
     """
-    cfg = as_settings(cfg)
     start, end = time_range(cfg)
     idx = F.col("idx")
     release_u = unit_uniform(cfg.seed, "idx", "item_release")
@@ -474,7 +461,6 @@ def generate_interactions(spark: SparkSession, cfg: GenerateSettings) -> DataFra
     grid in [0.5, 5.0], null for implicit events), timestamp (long epoch seconds). Rows come in
     event-id order (the user and item tables are broadcast, the event frame is never shuffled).
     """
-    cfg = as_settings(cfg)
     seed = cfg.seed
     _, end = time_range(cfg)
     earliest = F.greatest(F.col("window_start"), F.col("release_ts"))
@@ -582,7 +568,6 @@ def generate_items(spark: SparkSession, cfg: GenerateSettings) -> DataFrame:
     standard deviation GENRE_NOISE, and the item takes its top-scoring genres, best first. Items
     with similar tastes therefore share genres.
     """
-    cfg = as_settings(cfg)
     return (
         item_profiles(spark, cfg)
         .select("item_id", "release_ts", _top_genres(cfg).alias("genre_list"))

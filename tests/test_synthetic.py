@@ -10,11 +10,10 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from recspark.config import ConfigError, GenerateConfig
+from recspark.config import ConfigError, load_config
 from recspark.synthetic import (
     GENRES,
     GenerateSettings,
-    as_settings,
     INTERACTIONS_CSV_COLUMNS,
     ITEMS_CSV_COLUMNS,
     LATE_VISIT_SECONDS,
@@ -126,9 +125,9 @@ def test_time_range_covers_whole_days_in_utc():
         {"start_date": "01/02/2024"},
     ],
 )
-def test_bad_config_is_rejected(spark, changes):
-    with pytest.raises(ConfigError):
-        generate_interactions(spark, small(**changes))
+def test_bad_config_is_rejected(changes):
+    with pytest.raises(ValueError):
+        small(**changes)
 
 
 # --- interactions ----------------------------------------------------------------------------
@@ -250,9 +249,10 @@ def test_personal_events_come_from_the_users_taste_clusters(spark, events, user_
     assert np.mean(blind_taste) < 1.5 / SMALL.taste_clusters
 
 
-def test_settings_accept_todays_generate_config():
-    assert as_settings(GenerateConfig(n_users=5, seed=3)) == GenerateSettings(n_users=5, seed=3)
-    assert as_settings(SMALL) is SMALL
+def test_generate_section_loads_as_generate_settings():
+    assert load_config(None, ["generate.n_users=5", "generate.seed=3"]).generate == GenerateSettings(n_users=5, seed=3)
+    with pytest.raises(ConfigError, match="generate.taste_clusters: must be >= 1"):
+        load_config(None, ["generate.taste_clusters=0"])
 
 
 def test_with_affinity_is_the_scaled_dot_product_and_null_for_unknown_ids(spark, item_profile, user_profile):
