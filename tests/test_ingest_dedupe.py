@@ -23,7 +23,7 @@ from recspark.ingest.dedupe import (
     merge_into_silver,
 )
 from recspark.ingest.read import read_source
-from recspark.ingest.settings import SourceConfig
+from recspark.ingest.settings import SourceSettings
 from recspark.ingest.validate import (
     to_quarantine_rows,
     to_silver_candidates,
@@ -146,7 +146,7 @@ def test_duplicate_lines_in_a_file_are_counted_and_conflicts_quarantined(spark, 
         "2,10,5.0,964982703\n"  # later line, higher rating: wins (not "the lower rating")
         "3,10,3.0,964982703\n"
     )
-    source = SourceConfig(
+    source = SourceSettings(
         name="ratings",
         kind="interactions",
         paths=[str(path)],

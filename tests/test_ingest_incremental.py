@@ -18,7 +18,7 @@ from recspark.ingest.dedupe import (
 )
 from recspark.ingest.manifest import compare_with_manifest, file_checksum, manifest_rows
 from recspark.ingest.read import list_input_files, read_source
-from recspark.ingest.settings import SourceConfig
+from recspark.ingest.settings import SourceSettings
 from recspark.ingest.validate import to_quarantine_rows, to_silver_candidates, validate_interactions
 
 pytestmark = pytest.mark.unit
@@ -28,8 +28,8 @@ NIGHT1, NIGHT2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 LATEST = dt.datetime(2030, 1, 1)
 
 
-def events_source(directory) -> SourceConfig:
-    return SourceConfig(
+def events_source(directory) -> SourceSettings:
+    return SourceSettings(
         name="events",
         kind="interactions",
         paths=[str(directory)],

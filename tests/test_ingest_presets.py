@@ -7,9 +7,10 @@ import pytest
 from chispa import assert_df_equality
 
 from recspark import schemas
-from recspark.config import SourceConfig, load_config
+from recspark.config import load_config
 from recspark.ingest.presets import preset_sources
 from recspark.ingest.read import read_source
+from recspark.ingest.settings import SourceSettings
 from recspark.ingest.validate import to_silver_rows, valid_rows, validate_interactions, validate_items
 
 INGEST_DATE = dt.date(2024, 6, 1)
@@ -201,7 +202,7 @@ def test_a_preset_layout_can_be_written_as_yaml_config(tmp_path):
 
     [source] = load_config(config_file).ingest.sources
 
-    assert source == SourceConfig(
+    assert source == SourceSettings(
         name="movies",
         kind="items",
         paths=["/data/u.item"],

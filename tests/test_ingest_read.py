@@ -9,7 +9,6 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import types as T
 
-from recspark.config import ConfigError
 from recspark.ingest.read import (
     EmptyInputError,
     IngestInputError,
@@ -18,7 +17,7 @@ from recspark.ingest.read import (
     list_input_files,
     read_source,
 )
-from recspark.ingest.settings import SourceConfig
+from recspark.ingest.settings import SourceSettings, SourceConfigError
 
 RATINGS_COLUMNS = {"user_id": "userId", "item_id": "movieId", "rating": "rating", "event_ts": "timestamp"}
 
@@ -28,8 +27,8 @@ def write(path, text: str, encoding: str = "utf-8"):
     return path
 
 
-def ratings_source(path, **options) -> SourceConfig:
-    return SourceConfig(name="ratings", kind="interactions", paths=[str(path)], columns=RATINGS_COLUMNS, **options)
+def ratings_source(path, **options) -> SourceSettings:
+    return SourceSettings(name="ratings", kind="interactions", paths=[str(path)], columns=RATINGS_COLUMNS, **options)
 
 
 def bronze(spark, rows: list[tuple], kind: str = "interactions"):
@@ -76,7 +75,7 @@ def test_malformed_rows_are_kept_flagged_with_their_raw_text(spark, tmp_path):
 
 def test_multi_character_delimiter_without_header(spark, tmp_path):
     path = write(tmp_path / "ratings.dat", "1::1193::5::978300760\n2::661::3\n")
-    source = SourceConfig(
+    source = SourceSettings(
         name="ratings",
         kind="interactions",
         paths=[str(path)],
@@ -100,7 +99,7 @@ def test_multi_character_delimiter_without_header(spark, tmp_path):
 
 def test_latin1_file_is_decoded_with_the_declared_encoding(spark, tmp_path):
     path = write(tmp_path / "movies.csv", "movieId,title\n1,Misérables (1995)\n", encoding="latin-1")
-    source = SourceConfig(
+    source = SourceSettings(
         name="movies",
         kind="items",
         paths=[str(path)],
@@ -118,7 +117,7 @@ def test_quoted_fields_are_unquoted_and_raw_record_quotes_them_again(spark, tmp_
         tmp_path / "movies.csv",
         'movieId,title,genres\n11,"American President, The (1995)",Comedy|Drama\n12,"Say ""Hi"" (2001)",Comedy\n',
     )
-    source = SourceConfig(
+    source = SourceSettings(
         name="movies",
         kind="items",
         paths=[str(path)],
@@ -138,7 +137,7 @@ def test_json_lines_are_read_as_strings_and_broken_lines_flagged(spark, tmp_path
         tmp_path / "events.jsonl",
         '{"u": "a", "i": 5, "ts": 1700000000, "extra": true}\n{"u": "b", "i": "6"\n',
     )
-    source = SourceConfig(
+    source = SourceSettings(
         name="events",
         kind="interactions",
         paths=[str(path)],
@@ -163,7 +162,7 @@ def test_parquet_columns_are_cast_to_string_and_arrays_joined(spark, tmp_path):
     spark.createDataFrame(
         [(1, "Heat (1995)", ["Action", "Crime"])], "id long, name string, tags_list array<string>"
     ).write.parquet(str(tmp_path / "items"))
-    source = SourceConfig(
+    source = SourceSettings(
         name="items",
         kind="items",
         paths=[str(tmp_path / "items")],
@@ -195,7 +194,7 @@ def test_gzip_compressed_csv_is_read(spark, tmp_path):
 
 def test_genre_flag_columns_become_the_raw_genres(spark, tmp_path):
     path = write(tmp_path / "items.txt", "1|Heat|0|1|1\n2|Nixon|0|0|x\n")
-    source = SourceConfig(
+    source = SourceSettings(
         name="items",
         kind="items",
         paths=[str(path)],
@@ -267,7 +266,7 @@ def test_empty_file_next_to_a_full_one_contributes_no_rows(spark, tmp_path):
 
 def test_headerless_mapping_beyond_the_line_width_raises(spark, tmp_path):
     path = write(tmp_path / "u.data", "1\t2\t3\n")
-    source = SourceConfig(
+    source = SourceSettings(
         name="r",
         kind="interactions",
         paths=[str(path)],
@@ -296,7 +295,7 @@ def test_inconsistent_source_definitions_raise_config_errors(spark, tmp_path, ch
     for key, value in change.items():
         setattr(source, key, value)
 
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(SourceConfigError, match=message):
         read_source(spark, source)
 
 
@@ -305,7 +304,7 @@ def test_quoted_field_with_a_line_break_is_one_record_never_a_fake_row(spark, tm
         tmp_path / "ev.csv",
         'user_id,item_id,rating,timestamp\nu1,i1,4.0,1600000000\n"ml_user,with\nnewline",ml_item,3.0,1600000000\n',
     )
-    source = SourceConfig(
+    source = SourceSettings(
         name="ev",
         kind="interactions",
         paths=[str(path)],
@@ -386,7 +385,7 @@ def test_empty_input_raises_naming_the_source_and_paths(spark, tmp_path, files, 
 def test_event_time_file_modified_fills_the_files_modification_time(spark, tmp_path):
     path = write(tmp_path / "plays.csv", "u,i\na,x\n")
     os.utime(path, (1_700_000_000, 1_700_000_000))
-    source = SourceConfig(
+    source = SourceSettings(
         name="plays", kind="interactions", paths=[str(path)], columns={"user_id": "u", "item_id": "i"},
         event_time="file_modified",
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""SourceConfig / IngestConfig validate themselves in plain Python, before any Spark exists."""
+"""SourceSettings / IngestSettings validate themselves in plain Python, before any Spark exists."""
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recspark.ingest.settings import IngestConfig, SourceConfig, SourceConfigError, validate_source
+from recspark.ingest.settings import IngestSettings, SourceSettings, SourceConfigError, validate_source
 
 pytestmark = pytest.mark.unit
 
@@ -43,18 +43,18 @@ def source(**changes) -> dict:
 )
 def test_bad_sources_raise_on_construction_naming_source_and_field(changes, message):
     with pytest.raises(SourceConfigError, match=message):
-        SourceConfig(**source(**changes))
+        SourceSettings(**source(**changes))
 
 
 def test_weight_only_source_without_event_time_column_is_valid():
-    plays = SourceConfig(**source())
+    plays = SourceSettings(**source())
 
     validate_source(plays)
     assert plays.multiline is True
 
 
 def test_validate_source_rechecks_a_changed_source():
-    plays = SourceConfig(**source())
+    plays = SourceSettings(**source())
     plays.event_time = "sometime"
 
     with pytest.raises(SourceConfigError, match="event_time must be"):
@@ -66,21 +66,21 @@ def test_validate_source_rechecks_a_changed_source():
     [
         ({"preset": "ml-25m"}, "ingest.preset must be one of"),
         ({"future_tolerance_hours": -1.0}, "future_tolerance_hours must be >= 0"),
-        ({"sources": [SourceConfig(**source()), SourceConfig(**source())]}, r"repeated: \['plays'\]"),
+        ({"sources": [SourceSettings(**source()), SourceSettings(**source())]}, r"repeated: \['plays'\]"),
     ],
 )
 def test_bad_ingest_settings_raise(changes, message):
     with pytest.raises(SourceConfigError, match=message):
-        IngestConfig(**changes)
+        IngestSettings(**changes)
 
 
 def test_errors_arrive_without_a_spark_session_or_jvm():
     script = textwrap.dedent(
         """
         import sys
-        from recspark.ingest.settings import SourceConfig, SourceConfigError
+        from recspark.ingest.settings import SourceSettings, SourceConfigError
         try:
-            SourceConfig(name="plays", kind="interactions", paths=["x"], columns={"user_id": "u", "item_id": "i"})
+            SourceSettings(name="plays", kind="interactions", paths=["x"], columns={"user_id": "u", "item_id": "i"})
         except SourceConfigError as exc:
             print(exc)
         from pyspark import SparkContext

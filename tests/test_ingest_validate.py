@@ -14,7 +14,7 @@ from recspark import schemas
 from recspark.ingest import reasons
 from recspark.ingest.presets import preset_sources
 from recspark.ingest.read import bronze_schema, read_source
-from recspark.ingest.settings import SourceConfig
+from recspark.ingest.settings import SourceSettings
 from recspark.ingest.validate import (
     to_quarantine_rows,
     to_silver_rows,
@@ -31,8 +31,8 @@ HEADER = "userId,movieId,rating,timestamp\n"
 GOOD_LINE = "1,1,4.0,964982703\n"
 
 
-def ratings_source(path, **options) -> SourceConfig:
-    return SourceConfig(
+def ratings_source(path, **options) -> SourceSettings:
+    return SourceSettings(
         name="ratings",
         kind="interactions",
         paths=[str(path)],
@@ -67,7 +67,7 @@ class IngestResult:
         return [(r.reason, r.column, r.detail) for r in self.quarantine if r.raw_record == raw_record]
 
 
-def ingest(spark, path, text: str, source: SourceConfig, encoding: str = "utf-8") -> IngestResult:
+def ingest(spark, path, text: str, source: SourceSettings, encoding: str = "utf-8") -> IngestResult:
     """Write ``text`` to ``path``, then read, validate and split it like the ingest stage does."""
     path.write_bytes(text.encode(encoding))
     bronze = read_source(spark, source)
@@ -125,7 +125,7 @@ def test_bad_interaction_row_gets_its_reason_and_column(bad_ratings, bad_line, r
 
 def test_invalid_weights_are_quarantined(spark, tmp_path):
     path = tmp_path / "plays.csv"
-    source = SourceConfig(
+    source = SourceSettings(
         name="plays",
         kind="interactions",
         paths=[str(path)],
@@ -170,7 +170,7 @@ def test_latin1_file_declared_latin1_is_valid(spark, tmp_path):
 
 
 def test_valid_rows_are_typed_trimmed_and_lower_cased(spark):
-    source = SourceConfig(
+    source = SourceSettings(
         name="events",
         kind="interactions",
         paths=["unused"],
@@ -209,7 +209,7 @@ def test_valid_rows_are_typed_trimmed_and_lower_cased(spark):
     ],
 )
 def test_timestamp_units(spark, unit, timestamp_format, raw, expected):
-    source = SourceConfig(
+    source = SourceSettings(
         name="e",
         kind="interactions",
         paths=["unused"],
@@ -225,7 +225,7 @@ def test_timestamp_units(spark, unit, timestamp_format, raw, expected):
 
 
 def test_silver_and_quarantine_rows_have_the_canonical_columns(spark):
-    source = SourceConfig(
+    source = SourceSettings(
         name="e", kind="interactions", paths=["unused"], columns={"user_id": "u", "item_id": "i", "event_ts": "t"}
     )
     bronze = bronze_frame(spark, [("e", "f", "raw", False, "u", "i", None, None, None, "1")])
@@ -239,7 +239,7 @@ def test_silver_and_quarantine_rows_have_the_canonical_columns(spark):
 
 
 def test_items_are_typed_and_missing_ids_quarantined(spark):
-    source = SourceConfig(
+    source = SourceSettings(
         name="movies",
         kind="items",
         paths=["unused"],
@@ -276,7 +276,7 @@ def test_items_are_typed_and_missing_ids_quarantined(spark):
 
 
 def test_item_tags_are_trimmed_lower_cased_and_blank_tags_quarantined(spark):
-    source = SourceConfig(name="tags", kind="item_tags", paths=["unused"], columns={"item_id": "movieId", "tag": "tag"})
+    source = SourceSettings(name="tags", kind="item_tags", paths=["unused"], columns={"item_id": "movieId", "tag": "tag"})
     bronze = bronze_frame(
         spark,
         [("tags", "f", "r1", False, "1", "  Dark Comedy "), ("tags", "f", "r2", False, "1", "   ")],
@@ -319,7 +319,7 @@ def test_bundled_movielens_ratings_are_all_valid(spark, movielens_dir):
     ],
 )
 def test_timestamp_in_another_unit_is_quarantined_with_the_unit_it_looks_like(spark, unit, raw, detail_part):
-    source = SourceConfig(
+    source = SourceSettings(
         name="e", kind="interactions", paths=["unused"], columns={"user_id": "u", "item_id": "i", "event_ts": "t"},
         timestamp_unit=unit,
     )  # fmt: skip
@@ -333,7 +333,7 @@ def test_timestamp_in_another_unit_is_quarantined_with_the_unit_it_looks_like(sp
 
 @pytest.mark.parametrize(("unit", "raw"), [("s", "1600000000"), ("s", "0"), ("ms", "1600000000000"), ("us", "5")])
 def test_plausible_or_unexplained_epoch_values_are_not_unit_mismatches(spark, unit, raw):
-    source = SourceConfig(
+    source = SourceSettings(
         name="e", kind="interactions", paths=["unused"], columns={"user_id": "u", "item_id": "i", "event_ts": "t"},
         timestamp_unit=unit,
     )  # fmt: skip
@@ -345,7 +345,7 @@ def test_plausible_or_unexplained_epoch_values_are_not_unit_mismatches(spark, un
 def test_tab_separated_play_counts_without_time_or_rating_flow_to_silver(spark, tmp_path):
     path = tmp_path / "plays.tsv"
     path.write_text("user\titem\tcount\nu1\tartist a\t12\nu1\tartist b\t3\nu2\tartist a\t0\n")
-    source = SourceConfig(
+    source = SourceSettings(
         name="plays",
         kind="interactions",
         paths=[str(path)],
@@ -371,7 +371,7 @@ def test_tab_separated_play_counts_without_time_or_rating_flow_to_silver(spark, 
 def test_event_time_constant_fills_every_row(spark, tmp_path):
     path = tmp_path / "export.csv"
     path.write_text("u,i\na,x\nb,y\n")
-    source = SourceConfig(
+    source = SourceSettings(
         name="export", kind="interactions", paths=[str(path)], columns={"user_id": "u", "item_id": "i"},
         event_time="constant 2023-06-30T12:00:00+02:00",
     )  # fmt: skip

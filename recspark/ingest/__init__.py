@@ -2,7 +2,7 @@
 
 Flow (the ingest stage does the table I/O around these functions):
 
-* :mod:`recspark.ingest.settings` holds :class:`SourceConfig` / :class:`IngestConfig`, which
+* :mod:`recspark.ingest.settings` holds :class:`SourceSettings` / :class:`IngestSettings`, which
   validate themselves in plain Python (errors before Spark starts).
 * :func:`recspark.ingest.read.read_source` reads one source into the bronze layout (every row as
   read, values as strings, malformed rows flagged, ``read_order`` for "last written wins");

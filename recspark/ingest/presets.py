@@ -1,6 +1,6 @@
 """Source definitions for the MovieLens file formats and the synthetic generator's output.
 
-Every preset is plain :class:`~recspark.ingest.settings.SourceConfig` values: any other dataset is ingested
+Every preset is plain :class:`~recspark.ingest.settings.SourceSettings` values: any other dataset is ingested
 by writing such sources in the config, no code needed.
 
 Decisions: MovieLens ratings are events of type ``rating`` that must carry a rating inside the
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from recspark.config import ConfigError
-from recspark.ingest.settings import SourceConfig
+from recspark.ingest.settings import SourceSettings, SourceConfigError
 
 # Genre flag columns of ml-100k's u.item, in file order after id|title|release date|video
 # release date|IMDb URL (so they are _c5 .. _c23).
@@ -45,12 +44,12 @@ SYNTHETIC_RATING_MIN = 0.5
 SYNTHETIC_RATING_MAX = 5.0
 
 
-def preset_sources(preset: str, data_dir: str) -> list[SourceConfig]:
+def preset_sources(preset: str, data_dir: str) -> list[SourceSettings]:
     """The sources of a known dataset layout under ``data_dir`` (a local path or URI).
 
-    Raises ConfigError (a ValueError) naming the known presets for an unknown one.
+    Raises SourceConfigError (a ValueError) naming the known presets for an unknown one.
     """
-    builders: dict[str, Callable[[str], list[SourceConfig]]] = {
+    builders: dict[str, Callable[[str], list[SourceSettings]]] = {
         "ml-latest-small": _movielens_latest,
         "ml-latest": _movielens_latest,
         "ml-100k": _movielens_100k,
@@ -58,14 +57,14 @@ def preset_sources(preset: str, data_dir: str) -> list[SourceConfig]:
         "synthetic": _synthetic,
     }
     if preset not in builders:
-        raise ConfigError(f"unknown ingest preset {preset!r}; known presets: {', '.join(builders)}")
+        raise SourceConfigError(f"unknown ingest preset {preset!r}; known presets: {', '.join(builders)}")
     return builders[preset](data_dir.rstrip("/"))
 
 
-def _movielens_latest(data_dir: str) -> list[SourceConfig]:
+def _movielens_latest(data_dir: str) -> list[SourceSettings]:
     """ratings.csv, movies.csv, tags.csv: header, comma, quoted titles, epoch seconds, 0.5-5.0."""
     return [
-        SourceConfig(
+        SourceSettings(
             name="ratings",
             kind="interactions",
             paths=[f"{data_dir}/ratings.csv"],
@@ -76,13 +75,13 @@ def _movielens_latest(data_dir: str) -> list[SourceConfig]:
             rating_max=5.0,
             rating_required=True,
         ),
-        SourceConfig(
+        SourceSettings(
             name="movies",
             kind="items",
             paths=[f"{data_dir}/movies.csv"],
             columns={"item_id": "movieId", "title": "title", "genres": "genres"},
         ),
-        SourceConfig(
+        SourceSettings(
             name="tags",
             kind="item_tags",
             paths=[f"{data_dir}/tags.csv"],
@@ -91,9 +90,9 @@ def _movielens_latest(data_dir: str) -> list[SourceConfig]:
     ]
 
 
-def _headerless_ratings(path: str, delimiter: str) -> SourceConfig:
+def _headerless_ratings(path: str, delimiter: str) -> SourceSettings:
     """The ratings file of ml-100k / ml-1m: user, item, rating (1-5), epoch seconds; no header."""
-    return SourceConfig(
+    return SourceSettings(
         name="ratings",
         kind="interactions",
         paths=[path],
@@ -109,12 +108,12 @@ def _headerless_ratings(path: str, delimiter: str) -> SourceConfig:
     )
 
 
-def _movielens_100k(data_dir: str) -> list[SourceConfig]:
+def _movielens_100k(data_dir: str) -> list[SourceSettings]:
     """u.data (tab, no header: user item rating epoch-seconds) and u.item ('|', latin-1, no
     header, one 0/1 column per genre)."""
     return [
         _headerless_ratings(f"{data_dir}/u.data", "\t"),
-        SourceConfig(
+        SourceSettings(
             name="movies",
             kind="items",
             paths=[f"{data_dir}/u.item"],
@@ -132,12 +131,12 @@ def _movielens_100k(data_dir: str) -> list[SourceConfig]:
     ]
 
 
-def _movielens_1m(data_dir: str) -> list[SourceConfig]:
+def _movielens_1m(data_dir: str) -> list[SourceSettings]:
     """ratings.dat (UserID::MovieID::Rating::Timestamp) and movies.dat (MovieID::Title::Genres,
     latin-1), '::' separated, no header, ratings 1-5."""
     return [
         _headerless_ratings(f"{data_dir}/ratings.dat", "::"),
-        SourceConfig(
+        SourceSettings(
             name="movies",
             kind="items",
             paths=[f"{data_dir}/movies.dat"],
@@ -150,12 +149,12 @@ def _movielens_1m(data_dir: str) -> list[SourceConfig]:
     ]
 
 
-def _synthetic(data_dir: str) -> list[SourceConfig]:
+def _synthetic(data_dir: str) -> list[SourceSettings]:
     """CSV part files with a header: interactions/*.csv (user_id,item_id,event_type,rating,
     timestamp; rating empty for implicit events) and items/*.csv (item_id,title,genres,
     description)."""
     return [
-        SourceConfig(
+        SourceSettings(
             name="interactions",
             kind="interactions",
             paths=[f"{data_dir}/interactions/*.csv"],
@@ -170,7 +169,7 @@ def _synthetic(data_dir: str) -> list[SourceConfig]:
             rating_min=SYNTHETIC_RATING_MIN,
             rating_max=SYNTHETIC_RATING_MAX,
         ),
-        SourceConfig(
+        SourceSettings(
             name="items",
             kind="items",
             paths=[f"{data_dir}/items/*.csv"],

@@ -51,13 +51,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.config import ConfigError
 from recspark.ingest.settings import (
     EVENT_TIME_CONSTANT,
     EVENT_TIME_FILE_MODIFIED,
     EVENT_TIME_RUN_DATE,
     KIND_COLUMNS,
-    SourceConfig,
+    SourceSettings,
+    SourceConfigError,
     event_time_constant,
     event_time_mode,
     validate_source,
@@ -102,7 +102,7 @@ def bronze_schema(kind: str) -> T.StructType:
 
 def read_source(
     spark: SparkSession,
-    source: SourceConfig,
+    source: SourceSettings,
     files: list[InputFile] | None = None,
     run_date: dt.date | None = None,
 ) -> DataFrame:
@@ -111,7 +111,7 @@ def read_source(
     ``files``: read only these (e.g. the new files of an incremental night, from
     :func:`list_input_files`); default: every file the source's paths match. ``run_date`` fills
     event_ts for ``event_time: run_date``.
-    Raises :class:`~recspark.config.ConfigError` for an inconsistent source definition and
+    Raises :class:`~recspark.ingest.settings.SourceConfigError` for an inconsistent source definition and
     :class:`IngestInputError` for a missing path or a CSV header without the mapped columns.
     """
     check_source(source)
@@ -137,16 +137,13 @@ def read_source(
     return _read_parquet(spark, source, paths, run_date)
 
 
-def check_source(source: SourceConfig) -> None:
-    """Raise ConfigError when ``source`` cannot describe a readable input (checked before any I/O;
-    the checks are :func:`~recspark.ingest.settings.validate_source`)."""
-    try:
-        validate_source(source)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+def check_source(source: SourceSettings) -> None:
+    """Raise SourceConfigError when ``source`` cannot describe a readable input (checked before
+    any I/O; the checks are :func:`~recspark.ingest.settings.validate_source`)."""
+    validate_source(source)
 
 
-def check_not_empty(source: SourceConfig, files: list[InputFile], rows_read: int) -> None:
+def check_not_empty(source: SourceSettings, files: list[InputFile], rows_read: int) -> None:
     """Raise :class:`EmptyInputError` when ``source`` yielded no rows from ``files``.
 
     The message names the source, its paths and why there is nothing (no files, 0-byte files,
@@ -182,7 +179,7 @@ def spark_charset(spark: SparkSession, encoding: str) -> str:
                 return name
         except Py4JJavaError:  # an illegal charset name
             continue
-    raise ConfigError(f"unknown encoding {encoding!r}")
+    raise SourceConfigError(f"unknown encoding {encoding!r}")
 
 
 def list_input_files(spark: SparkSession, paths: list[str]) -> list[InputFile]:
@@ -237,7 +234,7 @@ def first_non_blank_line(spark: SparkSession, path: str, charset: str) -> str | 
         reader.close()
 
 
-def split_fields(line: str, source: SourceConfig) -> list[str]:
+def split_fields(line: str, source: SourceSettings) -> list[str]:
     """Split one CSV line into stripped field texts the way the source is configured."""
     if len(source.delimiter) == 1:
         reader = csv.reader(
@@ -252,13 +249,13 @@ def split_fields(line: str, source: SourceConfig) -> list[str]:
     return [field.strip().lstrip("\ufeff") for field in fields]
 
 
-def _mapped_file_columns(source: SourceConfig) -> list[str]:
+def _mapped_file_columns(source: SourceSettings) -> list[str]:
     """File columns the source reads, in mapping order, without repeats."""
     return list(dict.fromkeys([*source.columns.values(), *source.genre_flag_columns]))
 
 
 def _csv_layout(
-    source: SourceConfig, paths: list[str], first_lines: list[str]
+    source: SourceSettings, paths: list[str], first_lines: list[str]
 ) -> tuple[list[str], dict[str, int]]:
     """Field names of the files (header names, or _c0.. without a header) and each mapped file
     column's position. Raises IngestInputError naming the file whose first line does not fit."""
@@ -269,7 +266,7 @@ def _csv_layout(
         for name in mapped:
             index = name[2:]
             if not (name.startswith("_c") and index.isdigit()):
-                raise ConfigError(
+                raise SourceConfigError(
                     f"source {source.name!r}: files without a header are addressed as _c0, _c1, ...; "
                     f"got {name!r}"
                 )
@@ -307,7 +304,7 @@ def _quoted(name: str) -> Column:
     return F.col("`" + name.replace("`", "``") + "`")
 
 
-def _render_csv_field(field: Column, source: SourceConfig) -> Column:
+def _render_csv_field(field: Column, source: SourceSettings) -> Column:
     """A field as CSV text: empty for null, quoted (RFC 4180) when it holds the delimiter or quote."""
     text = F.coalesce(field, F.lit(""))
     if not source.quote:
@@ -319,7 +316,7 @@ def _render_csv_field(field: Column, source: SourceConfig) -> Column:
 
 def _bronze(
     df: DataFrame,
-    source: SourceConfig,
+    source: SourceSettings,
     raw_record: Column,
     is_malformed: Column,
     field: Callable[[str], Column],
@@ -349,7 +346,7 @@ def _bronze(
     )
 
 
-def _filled_event_ts(source: SourceConfig, run_date: dt.date | None) -> Column:
+def _filled_event_ts(source: SourceSettings, run_date: dt.date | None) -> Column:
     """ISO-8601 text of the event time of a source without an event_ts column."""
     mode = event_time_mode(source)
     if mode == EVENT_TIME_FILE_MODIFIED:
@@ -360,7 +357,7 @@ def _filled_event_ts(source: SourceConfig, run_date: dt.date | None) -> Column:
     return F.lit(midnight.isoformat())
 
 
-def _with_file_modified(df: DataFrame, source: SourceConfig) -> DataFrame:
+def _with_file_modified(df: DataFrame, source: SourceSettings) -> DataFrame:
     """With ``event_time: file_modified``, add the scanned file's modification time (Spark's
     hidden ``_metadata`` column) as :data:`FILE_MODIFIED`; otherwise ``df`` unchanged."""
     if event_time_mode(source) != EVENT_TIME_FILE_MODIFIED:
@@ -370,7 +367,7 @@ def _with_file_modified(df: DataFrame, source: SourceConfig) -> DataFrame:
 
 def _read_csv(
     spark: SparkSession,
-    source: SourceConfig,
+    source: SourceSettings,
     paths: list[str],
     first_lines: list[str],
     charset: str,
@@ -414,7 +411,7 @@ def _read_csv(
 
 
 def _read_json(
-    spark: SparkSession, source: SourceConfig, paths: list[str], charset: str, run_date: dt.date | None
+    spark: SparkSession, source: SourceSettings, paths: list[str], charset: str, run_date: dt.date | None
 ) -> DataFrame:
     mapped = _mapped_file_columns(source)
     schema = T.StructType(
@@ -439,7 +436,7 @@ def _read_json(
 
 
 def _read_parquet(
-    spark: SparkSession, source: SourceConfig, paths: list[str], run_date: dt.date | None
+    spark: SparkSession, source: SourceSettings, paths: list[str], run_date: dt.date | None
 ) -> DataFrame:
     df = spark.read.parquet(*paths)
     mapped = _mapped_file_columns(source)

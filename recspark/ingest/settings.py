@@ -1,4 +1,4 @@
-"""Ingest settings: :class:`SourceConfig` (one input file set) and :class:`IngestConfig`.
+"""Ingest settings: :class:`SourceSettings` (one input file set) and :class:`IngestSettings`.
 
 Both validate themselves on construction (``__post_init__``) with plain Python, so a config
 error is reported before any SparkSession exists. :func:`validate_source` runs the same source
@@ -36,7 +36,7 @@ class SourceConfigError(ValueError):
 
 
 @dataclass
-class SourceConfig:
+class SourceSettings:
     """One input file set and how to map it onto the canonical schema.
 
     ``columns`` maps canonical names (user_id, item_id, rating, event_ts, event_type, weight for
@@ -77,10 +77,10 @@ class SourceConfig:
 
 
 @dataclass
-class IngestConfig:
+class IngestSettings:
     preset: str | None = "ml-latest-small"  # ml-latest-small | ml-latest | ml-100k | ml-1m | synthetic
     data_dir: str = "data/ml-latest-small"
-    sources: list[SourceConfig] = field(default_factory=list)  # used with or instead of a preset
+    sources: list[SourceSettings] = field(default_factory=list)  # used with or instead of a preset
     future_tolerance_hours: float = 24.0  # events later than run date + this are quarantined
     # A source that yields no rows (empty directory, 0-byte or header-only files) fails the run
     # unless this says the night really had no data; then nothing already stored is replaced.
@@ -102,7 +102,7 @@ class IngestConfig:
             raise SourceConfigError(f"ingest.sources: source names must be unique, repeated: {repeated}")
 
 
-def validate_source(source: SourceConfig) -> None:
+def validate_source(source: SourceSettings) -> None:
     """Raise SourceConfigError when ``source`` cannot describe a readable input.
 
     Pure Python (no Spark, no file access): kind, format, paths, column mapping, event time,
@@ -155,7 +155,7 @@ def validate_source(source: SourceConfig) -> None:
         )
 
 
-def event_time_constant(source: SourceConfig) -> dt.datetime:
+def event_time_constant(source: SourceSettings) -> dt.datetime:
     """The UTC instant of ``event_time: constant <ISO timestamp>`` (naive values are UTC)."""
     _, _, text = source.event_time.strip().partition(" ")
     try:
@@ -170,14 +170,14 @@ def event_time_constant(source: SourceConfig) -> dt.datetime:
     return value.astimezone(dt.timezone.utc)
 
 
-def event_time_mode(source: SourceConfig) -> str | None:
+def event_time_mode(source: SourceSettings) -> str | None:
     """run_date, file_modified, constant or None (event_ts is read from the file)."""
     if not source.event_time:
         return None
     return source.event_time.strip().split(" ", 1)[0]
 
 
-def _validate_event_time(source: SourceConfig, where: str) -> None:
+def _validate_event_time(source: SourceSettings, where: str) -> None:
     if source.event_time is None:
         return
     if source.kind != "interactions":

@@ -37,7 +37,7 @@ from pyspark.sql import types as T
 
 from recspark import schemas
 from recspark.ingest import reasons
-from recspark.ingest.settings import SourceConfig
+from recspark.ingest.settings import SourceSettings
 
 NO_GENRES_LISTED = "(no genres listed)"  # MovieLens' marker for an item without genres
 FAILURE_COLUMNS = ["reason", "column", "detail"]
@@ -71,7 +71,7 @@ class Check:
     detail: Column
 
 
-def validate_interactions(bronze: DataFrame, source: SourceConfig, max_event_ts: dt.datetime) -> DataFrame:
+def validate_interactions(bronze: DataFrame, source: SourceSettings, max_event_ts: dt.datetime) -> DataFrame:
     """Typed interaction rows plus reason/column/detail (see the module docstring for the checks).
 
     Output columns: source, source_file, raw_record, read_order, user_id, item_id (trimmed strings),
@@ -174,7 +174,7 @@ def validate_interactions(bronze: DataFrame, source: SourceConfig, max_event_ts:
     )
 
 
-def validate_items(bronze: DataFrame, source: SourceConfig) -> DataFrame:
+def validate_items(bronze: DataFrame, source: SourceSettings) -> DataFrame:
     """Typed item rows plus reason/column/detail.
 
     Output columns: source, source_file, raw_record, item_id (trimmed), title (trimmed, null when
@@ -203,7 +203,7 @@ def validate_items(bronze: DataFrame, source: SourceConfig) -> DataFrame:
     )
 
 
-def validate_item_tags(bronze: DataFrame, source: SourceConfig) -> DataFrame:
+def validate_item_tags(bronze: DataFrame, source: SourceSettings) -> DataFrame:
     """Typed tag rows plus reason/column/detail.
 
     Output columns: source, source_file, raw_record, item_id (trimmed), tag (trimmed,
@@ -289,7 +289,7 @@ def _blank_to_null(value: Column) -> Column:
     return F.when(value != "", value)
 
 
-def _row_checks(source: SourceConfig, raw_columns: list[str]) -> list[Check]:
+def _row_checks(source: SourceSettings, raw_columns: list[str]) -> list[Check]:
     """Malformed row, then invalid encoding per canonical column (in ``raw_columns`` order)."""
     checks = [
         Check(
@@ -346,7 +346,7 @@ def _try_cast(name: str, sql_type: str) -> Column:
     return F.expr(f"try_cast(`{name}` AS {sql_type})")
 
 
-def _parse_event_ts(name: str, source: SourceConfig) -> Column:
+def _parse_event_ts(name: str, source: SourceSettings) -> Column:
     """Timestamp of the text column ``name`` per ``source.timestamp_unit`` (null when invalid).
 
     Epoch units accept decimals (fractions below a microsecond are truncated toward the past).
@@ -361,7 +361,7 @@ def _parse_event_ts(name: str, source: SourceConfig) -> Column:
     return F.when(seconds.between(MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS), F.timestamp_micros(micros))
 
 
-def _unit_mismatch_checks(source: SourceConfig) -> list[Check]:
+def _unit_mismatch_checks(source: SourceSettings) -> list[Check]:
     """The timestamp unit mismatch check of an epoch-unit source (none for other sources)."""
     unit = source.timestamp_unit
     if source.event_time or unit not in MICROS_PER_UNIT:
@@ -402,7 +402,7 @@ def _unit_mismatch_checks(source: SourceConfig) -> list[Check]:
     ]
 
 
-def _unit_description(source: SourceConfig) -> str:
+def _unit_description(source: SourceSettings) -> str:
     if source.timestamp_unit == "format":
         return f"a timestamp in the format '{source.timestamp_format}'"
     return UNIT_DESCRIPTIONS[source.timestamp_unit]
