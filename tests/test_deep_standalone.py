@@ -14,6 +14,7 @@ import torch
 
 from deep_planted import NUM_ITEMS, NUM_USERS, planted_batches, planted_pairs
 from recspark.deep import standalone
+from recspark.deep.settings import TrainSettings
 from recspark.deep.training import load_checkpoint
 
 
@@ -119,3 +120,16 @@ def test_the_module_imports_neither_pyspark_nor_petastorm():
     imports = imported_modules("recspark.deep.standalone")
     assert {"torch", "numpy"} <= imports
     assert not imports & {"pyspark", "petastorm", "pandas", "mlflow"}
+
+
+def test_the_options_are_generated_from_train_settings():
+    defaults = standalone.settings_from_args(standalone.parse_args(["train", "--shards", "x"]))
+    assert defaults == TrainSettings()
+    args = standalone.parse_args(
+        ["train", "--shards", "x", "--no-mixed-precision", "--cpu-threads", "1", "--loss", "in_batch_softmax", "--k", "5"]
+    )
+    assert standalone.settings_from_args(args) == TrainSettings(
+        mixed_precision=False, cpu_threads=1, loss="in_batch_softmax", k=5
+    )
+    with pytest.raises(SystemExit):
+        standalone.parse_args(["train", "--shards", "x", "--loss", "bpr"])

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-MODEL_NAMES = ("neumf", "two_tower")
+from recspark.deep.settings import MODEL_NAMES
 
 
 def _check_index(name: str, index: torch.Tensor, size: int) -> None:

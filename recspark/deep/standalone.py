@@ -41,9 +41,9 @@ from recspark.deep.compression import (
 )
 from recspark.deep.models import build_model
 from recspark.deep.ranking import full_catalog_validator
+from recspark.deep.settings import MODEL_NAMES, TrainSettings, add_settings_arguments, settings_from_args
 from recspark.deep.training import (
     TrainResult,
-    TrainSettings,
     autocast_dtype,
     batch_tensors,
     save_checkpoint,
@@ -242,21 +242,6 @@ def student_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return {**half, "hidden_dim": max(2, params.get("hidden_dim", 64) // 2)}
 
 
-def settings_from_args(args: argparse.Namespace) -> TrainSettings:
-    return TrainSettings(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        patience=args.patience,
-        seed=args.seed,
-        device=args.device,
-        k=args.k,
-        cpu_threads=args.cpu_threads,
-        loss=args.loss,
-    )
-
-
 def train_from_shards(
     args: argparse.Namespace, export: Export, rank: int = 0, world_size: int = 1
 ) -> tuple[TrainResult, dict[str, Any]]:
@@ -350,22 +335,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["train", "bench", "to-npy"])
     parser.add_argument("--shards", required=True, help="export directory (see module docstring)")
-    parser.add_argument("--model", default="neumf", choices=["neumf", "two_tower"])
+    parser.add_argument("--model", default="neumf", choices=MODEL_NAMES)
     parser.add_argument(
         "--param", action="append", default=[], type=_key_value, metavar="KEY=JSON",
         help="model constructor parameter, e.g. --param embedding_dim=64 "
         "--param 'mlp_layers=[128,64]'",
     )
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--patience", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--cpu-threads", type=int, default=None)
-    parser.add_argument("--loss", default="bce", choices=["bce", "in_batch_softmax"])
+    add_settings_arguments(parser)
     parser.add_argument("--checkpoint-dir", help="keep each improving epoch's weights here")
     parser.add_argument("--save", help="train: write the best model (save_checkpoint) here")
     parser.add_argument("--compression", action="store_true", help="bench: compression table")

@@ -28,57 +28,11 @@ from torch.distributed.algorithms.join import Join
 from torch.nn.parallel import DistributedDataParallel
 
 from recspark.deep.models import rebuild_model
+from recspark.deep.settings import TrainSettings
 
 BATCH_KEYS = ("user_idx", "item_idx", "label")
-LOSSES = ("bce", "in_batch_softmax")
 
 Batch = Mapping[str, "np.ndarray | torch.Tensor"]
-
-
-@dataclass
-class TrainSettings:
-    """Optimisation settings.
-
-    ``batch_size`` is for the batch producers (Petastorm reader, standalone loader); the loop
-    itself takes whatever batches it is given. ``patience``: epochs without a better validation
-    ``ndcg@k`` before stopping. ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``
-    or ``"cuda:N"``. ``mixed_precision``: autocast on CUDA (bf16 when the GPU supports it, else
-    fp16 with gradient scaling); CPU training is always fp32. ``cpu_threads``: torch intra-op
-    threads when training on CPU (process-wide ``torch.set_num_threads``); None keeps torch's
-    default (one per core) on one process and gives each process ``cores // LOCAL_WORLD_SIZE``
-    under torch.distributed. Small models gain little from more threads, and oversubscribed
-    cores make OpenMP spin: on the shared 2-core machine a NeuMF step took 4 ms with 1 thread
-    and 140-200 ms with 2. ``loss``: ``"bce"`` (binary cross-entropy on the labelled pairs, i.e.
-    with the sampled negatives) or ``"in_batch_softmax"`` (models whose ``forward`` takes
-    ``in_batch=True``, i.e. the two-tower: softmax of each positive pair against the other
-    positives' items in the batch, the same item elsewhere in the batch masked; rows labelled 0
-    are ignored).
-    """
-
-    epochs: int = 10
-    batch_size: int = 1024
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 2
-    seed: int = 42
-    device: str = "auto"
-    k: int = 10
-    mixed_precision: bool = True
-    cpu_threads: int | None = None
-    loss: str = "bce"
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience", "k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ValueError(f"TrainSettings.cpu_threads must be >= 1, got {self.cpu_threads}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"TrainSettings.loss must be one of {LOSSES}, got {self.loss!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"TrainSettings.learning_rate must be > 0, got {self.learning_rate}")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainSettings.weight_decay must be >= 0, got {self.weight_decay}")
 
 
 @dataclass
