@@ -32,6 +32,7 @@ class PublishSettings:
     metric: str = "ndcg"  # metrics-table metric (at evaluation.k) of the first source, compared by the gate
     min_user_coverage: float = 0.99  # share of known users that must get a list
     max_relative_drop: float = 0.2  # users, rows, coverage, metric may fall at most this much
+    on_missing_metric: str = "breach"  # no evaluation metric tonight: breach (refuse) | warn
     force: bool = False  # publish despite gate breaches (``--force``)
 
     def __post_init__(self) -> None:
@@ -43,7 +44,11 @@ class PublishSettings:
 
     def gate(self) -> GateSettings:
         """The gate thresholds as :class:`GateSettings` (which validates them)."""
-        return GateSettings(min_user_coverage=self.min_user_coverage, max_relative_drop=self.max_relative_drop)
+        return GateSettings(
+            min_user_coverage=self.min_user_coverage,
+            max_relative_drop=self.max_relative_drop,
+            on_missing_metric=self.on_missing_metric,
+        )
 
 
 def final_recommendations(candidates: DataFrame, sources: list[str], k: int) -> DataFrame:
