@@ -21,7 +21,8 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recspark.config import SparkConfig, SplitConfig
+from recspark.io.session import SparkSettings
+from recspark.featurize.splits import SplitSettings
 from recspark.evaluation import ranking_metrics
 from recspark.featurize.splits import random_stratified_split
 from recspark.recommenders.als import ALSRecommender
@@ -49,7 +50,7 @@ def split_pairs(events: DataFrame) -> tuple[DataFrame, DataFrame]:
     indexed = pairs.join(users, "user_id").join(items, "item_id").withColumn(
         "confidence", 1.0 + F.log1p(F.col("n_events").cast("double"))
     )
-    split = random_stratified_split(indexed, SplitConfig()).localCheckpoint()
+    split = random_stratified_split(indexed, SplitSettings()).localCheckpoint()
     return split.where("split = 'train'").cache(), split.where("split = 'test'").select("user_idx", "item_idx").cache()
 
 
@@ -61,7 +62,7 @@ def _by(column: str):
 
 def main(argv: list[str]) -> None:
     datasets = argv[1:] or ["movielens", "synthetic"]
-    spark = build_spark_session(SparkConfig(master="local[2]", app_name="bench-als-engines"))
+    spark = build_spark_session(SparkSettings(master="local[2]", app_name="bench-als-engines"))
     spark.sparkContext.setCheckpointDir(tempfile.mkdtemp())
     for name in datasets:
         events = movielens_events(spark) if name == "movielens" else synthetic_events(spark)

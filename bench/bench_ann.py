@@ -77,10 +77,10 @@ def spark_lsh(items: np.ndarray, queries: np.ndarray, n: int, threshold: float, 
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from recspark.config import SparkConfig
+    from recspark.io.session import SparkSettings
     from recspark.io.session import build_spark_session
 
-    spark = build_spark_session(SparkConfig(master="local[2]", app_name="bench-ann", log_level="ERROR",
+    spark = build_spark_session(SparkSettings(master="local[2]", app_name="bench-ann", log_level="ERROR",
                                             conf={"spark.driver.memory": "4g", "spark.sql.shuffle.partitions": "8"}))
     schema = T.StructType([T.StructField("id", T.IntegerType()), T.StructField("v", VectorUDT())])
     item_df = spark.createDataFrame([(i, Vectors.dense(v)) for i, v in enumerate(items.astype(float))], schema)

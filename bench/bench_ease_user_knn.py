@@ -22,7 +22,8 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import SparkConfig, SplitConfig
+from recspark.io.session import SparkSettings
+from recspark.featurize.splits import SplitSettings
 from recspark.evaluation import ranking_metrics
 from recspark.featurize.splits import random_stratified_split
 from recspark.recommenders.ease import EaseModel, EaseSettings, ease_weights, gram_matrix, torch_device
@@ -41,7 +42,7 @@ REPORTED = ("ndcg@k", "precision@k", "recall@k", "f1@k", "map@k")
 
 def split_pairs(frame: DataFrame, ratio: float, seed: int) -> tuple[DataFrame, DataFrame]:
     """(train, held out): a seeded per-user ``ratio`` share of each user's pairs held out."""
-    config = SplitConfig(method="random_stratified", stratify_by="user", test_ratio=ratio, seed=seed)
+    config = SplitSettings(method="random_stratified", stratify_by="user", test_ratio=ratio, seed=seed)
     labelled = random_stratified_split(frame, config)
     return (
         labelled.where(F.col("split") == "train").drop("split").cache(),
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     spark = build_spark_session(
-        SparkConfig(
+        SparkSettings(
             master="local[2]",
             app_name="bench-ease-user-knn",
             conf={"spark.driver.memory": "6g", "spark.driver.maxResultSize": "2g",

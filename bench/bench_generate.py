@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recspark import synthetic
-from recspark.config import SparkConfig
+from recspark.io.session import SparkSettings
 from recspark.io.session import build_spark_session
 from recspark.synthetic import GenerateSettings as GenerateConfig
 
@@ -130,7 +130,7 @@ def timed(run, cfg: GenerateConfig, path: str) -> float:
 def main(argv: list[str]) -> None:
     n_interactions = int(argv[1]) if len(argv) > 1 else 1_000_000
     cfg = GenerateConfig(n_interactions=n_interactions)
-    spark = build_spark_session(SparkConfig(master="local[*]", app_name="bench-generate"))
+    spark = build_spark_session(SparkSettings(master="local[*]", app_name="bench-generate"))
     cores = spark.sparkContext.defaultParallelism
     with tempfile.TemporaryDirectory() as tmp:
         spark_s = timed(lambda c, p: spark_generate(spark, c, p), cfg, os.path.join(tmp, "spark"))

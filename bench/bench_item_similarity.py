@@ -26,7 +26,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recspark.config import SparkConfig
+from recspark.io.session import SparkSettings
 from recspark.featurize.ids import assign_stable_index
 from recspark.recommenders.item_similarity import NEIGHBOR_COL, ItemSimilarity
 from recspark.io.session import build_spark_session
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> str:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     spark = build_spark_session(
-        SparkConfig(
+        SparkSettings(
             master=args.master,
             app_name="bench-item-similarity",
             conf={"spark.driver.memory": args.driver_memory, "spark.ui.enabled": "false"},

@@ -28,7 +28,7 @@ from petastorm.pytorch import DataLoader
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from recspark.config import SparkConfig
+from recspark.io.session import SparkSettings
 from recspark.deep.examples import training_examples
 from recspark.deep.models import build_model
 from recspark.deep.ranking import score_pairs
@@ -85,7 +85,7 @@ def rows_per_shard_read(converter, pool: str, shard: int) -> int:
 
 def main(argv: list[str]) -> str:
     args = parse_args(argv)
-    spark = build_spark_session(SparkConfig(master=args.master, conf={"spark.ui.enabled": "false",
+    spark = build_spark_session(SparkSettings(master=args.master, conf={"spark.ui.enabled": "false",
                                                                       "spark.sql.shuffle.partitions": "8"}))
     ratings = spark.read.csv(args.ratings, header=True, inferSchema=True)
     users = ratings.select("userId").distinct().withColumn("user_idx", F.dense_rank().over(

@@ -37,7 +37,8 @@ import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import SparkConfig, SplitConfig
+from recspark.io.session import SparkSettings
+from recspark.featurize.splits import SplitSettings
 from recspark.evaluation import ranking_metrics
 from recspark.featurize.splits import random_stratified_split
 from recspark.io.session import build_spark_session
@@ -79,9 +80,9 @@ def ratings_frame(spark: SparkSession, path: str) -> DataFrame:
 def protocol_split(ratings: DataFrame, stratify_by: str, validation_ratio: float) -> DataFrame:
     """(user_idx, item_idx, rating, event_ts, split): the protocol's test share, then a
     validation carve of train with the same stratification and seed + 1."""
-    first = random_stratified_split(ratings, SplitConfig(stratify_by=stratify_by, test_ratio=0.25, seed=SEED))
+    first = random_stratified_split(ratings, SplitSettings(stratify_by=stratify_by, test_ratio=0.25, seed=SEED))
     train = first.where(F.col("split") == "train").drop("split")
-    carve = random_stratified_split(train, SplitConfig(stratify_by=stratify_by, test_ratio=validation_ratio,
+    carve = random_stratified_split(train, SplitSettings(stratify_by=stratify_by, test_ratio=validation_ratio,
                                                        seed=SEED + 1))
     carve = carve.withColumn("split", F.when(F.col("split") == "test", "validation").otherwise("train"))
     both = first.where(F.col("split") == "test").unionByName(carve)
@@ -167,7 +168,7 @@ def tuning_note(info_path: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out_root = Path(args.out_dir)
-    spark = build_spark_session(SparkConfig(master="local[2]", app_name="bench-quality", conf={
+    spark = build_spark_session(SparkSettings(master="local[2]", app_name="bench-quality", conf={
         "spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false", "spark.driver.memory": "4g"}))
     ratings = ratings_frame(spark, args.ratings).cache()
     extra = {name: path for name, path in (item.split("=", 1) for item in args.lists)}

@@ -20,7 +20,8 @@ import time
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recspark.config import SparkConfig, SplitConfig
+from recspark.io.session import SparkSettings
+from recspark.featurize.splits import SplitSettings
 from recspark.evaluation import ranking_metrics
 from recspark.featurize.splits import random_stratified_split
 from recspark.recommenders.als import ALSRecommender
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> None:
     n = int(argv[1]) if len(argv) > 1 else 1_000_000
     sizes = {"n_users": int(argv[2]), "n_items": int(argv[3])} if len(argv) > 3 else {}
     settings = GenerateSettings(n_interactions=n, num_partitions=4, **sizes)
-    spark = build_spark_session(SparkConfig(master="local[2]", app_name="bench-synthetic-signal"))
+    spark = build_spark_session(SparkSettings(master="local[2]", app_name="bench-synthetic-signal"))
     spark.sparkContext.setCheckpointDir(tempfile.mkdtemp())
     began = time.perf_counter()
     events = generate_interactions(spark, settings).localCheckpoint()
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> None:
         .withColumn("item_idx", F.regexp_extract("item_id", r"(\d+)", 1).cast("int"))
         .withColumn("confidence", 1.0 + F.log1p(F.col("n_events").cast("double")))
     )
-    split = random_stratified_split(indexed, SplitConfig()).localCheckpoint()
+    split = random_stratified_split(indexed, SplitSettings()).localCheckpoint()
     print(f"generated and split in {time.perf_counter() - began:.1f} s")
     for key, value in describe(events, pairs, settings).items():
         print(f"  {key}: {value:,.4f}" if isinstance(value, float) else f"  {key}: {value:,}")

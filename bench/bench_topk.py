@@ -28,7 +28,7 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recspark.config import SparkConfig
+from recspark.io.session import SparkSettings
 from recspark.recommenders.topk import DEFAULT_BLOCK_SIZE, top_k_by_dot_product
 from recspark.io.session import build_spark_session
 
@@ -234,7 +234,7 @@ def markdown(args, data, timings, agreement_stats, spark: SparkSession) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     spark = build_spark_session(
-        SparkConfig(
+        SparkSettings(
             master=args.master,
             app_name="bench-topk",
             conf={"spark.driver.memory": args.driver_memory},

@@ -8,7 +8,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from recspark.config import PublishConfig
+from recspark.publish import PublishSettings
 from recspark.content import ContentRecommender, embed_texts, item_texts, items_to_embed, user_profiles
 from recspark.content.cold_start import cold_item_cohort, cold_start_results, near_empty_history, pick_share
 from recspark.content.embeddings import load_sentence_model
@@ -138,7 +138,7 @@ def test_every_user_gets_a_full_published_list_from_the_default_sources(spark):
     rows += [(u, 30 + r, "popularity", 10.0 - r, r, None) for u in (0, 1) for r in (1, 2, 3, 4)]
     candidates = spark.createDataFrame(rows, "user_idx int, item_idx int, source string, score double, rank int, "
                                              "because_item_idx int")
-    sources = PublishConfig().sources
+    sources = PublishSettings().sources
     assert sources[-2:] == ["content", "popularity"]
     lists = final_recommendations(candidates, sources, k=5)
     got = {(r.user_idx, r.n) for r in lists.groupBy("user_idx").agg(F.count(F.lit(1)).alias("n")).collect()}

@@ -8,7 +8,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from recspark.config import SplitConfig
+from recspark.featurize.splits import SplitSettings
 from recspark.featurize.splits import attach_indexes, split_interactions
 
 PAIR_SCHEMA = "user_id string, item_id string, event_ts timestamp"
@@ -21,7 +21,7 @@ def day(n: int) -> dt.datetime:
 
 def _split(spark, rows, **config):
     pairs = spark.createDataFrame(rows, PAIR_SCHEMA)
-    return split_interactions(pairs, SplitConfig(**config))
+    return split_interactions(pairs, SplitSettings(**config))
 
 
 def test_leave_last_n_with_validation(spark):
@@ -122,7 +122,7 @@ def test_random_stratified_rounds_the_exact_decimal_ratio(spark):
 def test_random_stratified_follows_the_seeded_hash_order(spark):
     rows = [("u1", f"i{n}", day(1)) for n in range(4)] + [("u2", f"i{n}", day(1)) for n in range(8)]
     pairs = spark.createDataFrame(rows, PAIR_SCHEMA)
-    result = split_interactions(pairs, SplitConfig(method="random_stratified", seed=7, test_ratio=0.25))
+    result = split_interactions(pairs, SplitSettings(method="random_stratified", seed=7, test_ratio=0.25))
     hashes = pairs.select(
         "user_id", "item_id", F.xxhash64(F.lit(7).cast("long"), "user_id", "item_id").alias("h")
     ).collect()
@@ -159,9 +159,9 @@ def synthetic_pairs(spark):
 @pytest.mark.parametrize(
     "config",
     [
-        SplitConfig(method="random_stratified", test_ratio=0.2, validation_ratio=0.1),
-        SplitConfig(method="leave_last_n", n=2, min_user_interactions=5),
-        SplitConfig(method="time", test_fraction=0.2, validation_fraction=0.1),
+        SplitSettings(method="random_stratified", test_ratio=0.2, validation_ratio=0.1),
+        SplitSettings(method="leave_last_n", n=2, min_user_interactions=5),
+        SplitSettings(method="time", test_fraction=0.2, validation_fraction=0.1),
     ],
     ids=lambda c: c.method,
 )
@@ -177,7 +177,7 @@ def test_split_is_deterministic_and_partition_independent(synthetic_pairs, confi
 
 
 def test_random_stratified_seed_changes_assignment(synthetic_pairs):
-    config = SplitConfig(method="random_stratified", test_ratio=0.25, seed=1)
+    config = SplitSettings(method="random_stratified", test_ratio=0.25, seed=1)
     first = split_interactions(synthetic_pairs, config)
     other_seed = split_interactions(synthetic_pairs, dataclasses.replace(config, seed=2))
     changed = (
@@ -192,25 +192,24 @@ def test_random_stratified_seed_changes_assignment(synthetic_pairs):
 
 
 @pytest.mark.parametrize(
-    "config, message",
+    "fields, message",
     [
-        (SplitConfig(method="kfold"), "unknown split method"),
-        (SplitConfig(test_ratio=1.2), "test_ratio must be in"),
-        (SplitConfig(test_ratio=-0.1), "test_ratio must be in"),
-        (SplitConfig(test_ratio=0.6, validation_ratio=0.4), "must be < 1"),
-        (SplitConfig(stratify_by="session"), "stratify_by"),
-        (SplitConfig(method="leave_last_n", n=0), "split.n must be"),
-        (SplitConfig(method="leave_last_n", n=1, min_user_interactions=2), "min_user_interactions"),
-        (SplitConfig(method="time", test_fraction=0.5, validation_fraction=0.5), "must be < 1"),
-        (SplitConfig(method="time", validation_start="2024-01-01"), "test_start is not"),
-        (SplitConfig(method="time", test_start="last tuesday"), "ISO date"),
-        (SplitConfig(method="time", validation_start="2024-02-01", test_start="2024-01-01"), "earlier"),
+        (dict(method="kfold"), "unknown split method"),
+        (dict(test_ratio=1.2), "test_ratio must be in"),
+        (dict(test_ratio=-0.1), "test_ratio must be in"),
+        (dict(test_ratio=0.6, validation_ratio=0.4), "must be < 1"),
+        (dict(stratify_by="session"), "stratify_by"),
+        (dict(method="leave_last_n", n=0), "split.n must be"),
+        (dict(method="leave_last_n", n=1, min_user_interactions=2), "min_user_interactions"),
+        (dict(method="time", test_fraction=0.5, validation_fraction=0.5), "must be < 1"),
+        (dict(method="time", validation_start="2024-01-01"), "test_start is not"),
+        (dict(method="time", test_start="last tuesday"), "ISO date"),
+        (dict(method="time", validation_start="2024-02-01", test_start="2024-01-01"), "earlier"),
     ],
 )
-def test_invalid_split_config(spark, config, message):
-    pairs = spark.createDataFrame([("u1", "i1", day(1))], PAIR_SCHEMA)
+def test_invalid_split_settings_are_rejected_when_built(fields, message):
     with pytest.raises(ValueError, match=message):
-        split_interactions(pairs, config)
+        SplitSettings(**fields)
 
 
 def test_attach_indexes(spark):

@@ -50,15 +50,17 @@ ONE_NIGHT = (
 SERVER = textwrap.dedent(
     """
     import logging, sys
-    from recspark.config import Config, DeltaConfig, SparkConfig
+    from recspark.config import Config
+    from recspark.io.delta import DeltaSettings
+    from recspark.io.session import SparkSettings
     from recspark.serve import serve
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     conf = {"spark.ui.enabled": "false", "spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "2",
             "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
-    config = Config(warehouse=sys.argv[1], spark=SparkConfig(master="local[1]", conf=conf),
-                    delta=DeltaConfig(engine="delta-rs"))
+    config = Config(warehouse=sys.argv[1], spark=SparkSettings(master="local[1]", conf=conf),
+                    delta=DeltaSettings(engine="delta-rs"))
     serve(config, "127.0.0.1", int(sys.argv[2]), refresh_seconds=1.0,
           table_names=["recommendations", "recommendations_latest", "not_written_yet"])
     """

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recspark.config import SplitConfig
 from recspark.evaluation.efficiency import stage_efficiency
 from recspark.evaluation.suite import evaluate_recommendations, evaluate_recommendations_by
-from recspark.featurize.splits import describe_split, split_protocol, tuning_frames
+from recspark.featurize.splits import SplitSettings, describe_split, split_protocol, tuning_frames
 from recspark.recommenders.als import als_params_from_metadata, als_params_metadata
 from recspark.schemas import STAGE_RUNS
 
@@ -70,10 +69,10 @@ def test_split_protocol_travels_in_commit_metadata():
 @pytest.mark.parametrize(
     "split, label",
     [
-        (SplitConfig(), "random_stratified(by=user,test=0.25,validation=0.0,seed=42)"),
-        (SplitConfig(method="leave_last_n", n=2), "leave_last_n(n=2,validation=true)"),
-        (SplitConfig(method="time", test_start="2024-05-01"), "time(validation_start=None,test_start=2024-05-01)"),
-        (SplitConfig(method="time"), "time(validation=0.1,test=0.1)"),
+        (SplitSettings(), "random_stratified(by=user,test=0.25,validation=0.0,seed=42)"),
+        (SplitSettings(method="leave_last_n", n=2, min_user_interactions=5), "leave_last_n(n=2,validation=true)"),
+        (SplitSettings(method="time", test_start="2024-05-01"), "time(validation_start=None,test_start=2024-05-01)"),
+        (SplitSettings(method="time"), "time(validation=0.1,test=0.1)"),
     ],
 )
 def test_protocol_labels(split, label):

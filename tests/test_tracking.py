@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from recspark.config import MlflowConfig
+from recspark.io.tracking import MlflowSettings
 from recspark.recommenders.als import ALSRecommender
 from recspark.io.tracking import stage_run
 
@@ -23,7 +23,7 @@ def als_model(spark):
 
 
 def test_alias_moves_only_when_the_new_model_is_better(als_model, tmp_path):
-    config = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="tracking-test")
+    config = MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="tracking-test")
     outcomes = []
     for value in (0.5, 0.4, 0.6):
         with stage_run(config, "train-als", "2024-01-01", "local-id") as tracker:
@@ -38,7 +38,7 @@ def test_alias_moves_only_when_the_new_model_is_better(als_model, tmp_path):
 
 
 def test_child_runs_are_nested_under_the_stage_run(tmp_path):
-    config = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="nested-test")
+    config = MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="nested-test")
     with stage_run(config, "train-als", "2024-01-01", "local-id") as tracker:
         tracker.log_child_run("trial-0", {"rank": 8}, {"ndcg_at_10": 0.25})
         parent = mlflow.active_run().info.run_id
@@ -51,7 +51,7 @@ def test_child_runs_are_nested_under_the_stage_run(tmp_path):
 
 
 def test_disabled_tracking_logs_nothing_and_never_promotes(als_model, tmp_path):
-    with stage_run(MlflowConfig(enabled=False), "train-als", "2024-01-01", "local-id") as tracker:
+    with stage_run(MlflowSettings(enabled=False), "train-als", "2024-01-01", "local-id") as tracker:
         uri = tracker.log_spark_model(als_model, "als_model")
         assert uri is None
         assert tracker.register_if_better(uri, "als-test", "champion", "m", 1.0) is False
@@ -60,9 +60,9 @@ def test_disabled_tracking_logs_nothing_and_never_promotes(als_model, tmp_path):
 
 STAGE_THAT_HANGS = """
 import sys, time
-from recspark.config import MlflowConfig
+from recspark.io.tracking import MlflowSettings
 from recspark.io.tracking import stage_run
-config = MlflowConfig(tracking_uri=sys.argv[1], experiment="kill-test")
+config = MlflowSettings(tracking_uri=sys.argv[1], experiment="kill-test")
 with stage_run(config, "train-als", "2024-01-01", "run-" + sys.argv[2]):
     print("running", flush=True)
     time.sleep(120)
