@@ -3,7 +3,7 @@
 Usage: ``python bench/bench_generate.py [n_interactions]`` (default 1,000,000).
 
 Both sides generate ``n_interactions`` events of the same distribution (see
-:mod:`recspark.synthetic`) with the default GenerateConfig sizes and write them as CSV to a
+:mod:`recspark.synthetic`) with the default GenerateSettings sizes and write them as CSV to a
 temporary directory; the timed part is generation plus the CSV write, after one small warm-up
 run each (JVM start-up, JIT and imports are not timed), and the best of REPEATS runs counts
 (the least disturbed by other load on a shared machine). The numpy reference draws its random
@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 from recspark import synthetic
 from recspark.io.session import SparkSettings
 from recspark.io.session import build_spark_session
-from recspark.synthetic import GenerateSettings as GenerateConfig
+from recspark.synthetic import GenerateSettings
 
 WARM_UP_ROWS = 20_000
 REPEATS = 3
@@ -45,7 +45,7 @@ def _ids(prefix: str, count: int) -> pa.Array:
     return pa.array([f"{prefix}{i:0{width}d}" for i in range(count)])
 
 
-def reference_numpy_generate(cfg: GenerateConfig, path: str) -> None:
+def reference_numpy_generate(cfg: GenerateSettings, path: str) -> None:
     """Vectorised single-process version of ``synthetic.generate_interactions``, written as CSV."""
     rng = np.random.default_rng(cfg.seed)
     start, end = synthetic.time_range(cfg)
@@ -111,12 +111,12 @@ def reference_numpy_generate(cfg: GenerateConfig, path: str) -> None:
     pacsv.write_csv(table.select(synthetic.INTERACTIONS_CSV_COLUMNS), path)
 
 
-def spark_generate(spark, cfg: GenerateConfig, path: str) -> None:
+def spark_generate(spark, cfg: GenerateSettings, path: str) -> None:
     """``synthetic.generate_interactions`` written as CSV with a header (one file per partition)."""
     synthetic.generate_interactions(spark, cfg).write.mode("overwrite").option("header", True).csv(path)
 
 
-def timed(run, cfg: GenerateConfig, path: str) -> float:
+def timed(run, cfg: GenerateSettings, path: str) -> float:
     """Fastest of REPEATS runs at cfg's size in seconds, after a warm-up run at WARM_UP_ROWS."""
     run(dataclasses.replace(cfg, n_interactions=WARM_UP_ROWS), path)
     seconds = []
@@ -129,7 +129,7 @@ def timed(run, cfg: GenerateConfig, path: str) -> float:
 
 def main(argv: list[str]) -> None:
     n_interactions = int(argv[1]) if len(argv) > 1 else 1_000_000
-    cfg = GenerateConfig(n_interactions=n_interactions)
+    cfg = GenerateSettings(n_interactions=n_interactions)
     spark = build_spark_session(SparkSettings(master="local[*]", app_name="bench-generate"))
     cores = spark.sparkContext.defaultParallelism
     with tempfile.TemporaryDirectory() as tmp:
