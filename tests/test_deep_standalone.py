@@ -125,9 +125,8 @@ def test_the_module_imports_neither_pyspark_nor_petastorm():
 def test_the_options_are_generated_from_train_settings():
     defaults = standalone.settings_from_args(standalone.parse_args(["train", "--shards", "x"]))
     assert defaults == TrainSettings()
-    args = standalone.parse_args(
-        ["train", "--shards", "x", "--no-mixed-precision", "--cpu-threads", "1", "--loss", "in_batch_softmax", "--k", "5"]
-    )
+    options = ["--no-mixed-precision", "--cpu-threads", "1", "--loss", "in_batch_softmax", "--k", "5"]
+    args = standalone.parse_args(["train", "--shards", "x", *options])
     assert standalone.settings_from_args(args) == TrainSettings(
         mixed_precision=False, cpu_threads=1, loss="in_batch_softmax", k=5
     )

@@ -102,7 +102,9 @@ def test_a_bad_setting_fails_at_load_naming_its_key(overrides, message):
         load_config(None, overrides)
 
 
-@pytest.mark.parametrize("section", ["deep:\n  mixed_precision: false\n", "deep:\n  train:\n    mixed_precision: false\n"])
+@pytest.mark.parametrize(
+    "section", ["deep:\n  mixed_precision: false\n", "deep:\n  train:\n    mixed_precision: false\n"]
+)
 def test_mixed_precision_is_set_from_yaml_flat_or_nested(tmp_path, section):
     path = tmp_path / "config.yaml"
     path.write_text(section + "evaluation:\n  k: 7\n")

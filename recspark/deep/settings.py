@@ -132,9 +132,8 @@ class DeepSettings:
         for model, params in self.model_params.items():
             unknown = sorted(set(params) - set(MODEL_PARAMS[model]))
             if unknown:
-                raise ValueError(
-                    f"model_params: unknown parameter(s) {unknown} for model {model!r}; known: {list(MODEL_PARAMS[model])}"
-                )
+                known = list(MODEL_PARAMS[model])
+                raise ValueError(f"model_params: unknown parameter(s) {unknown} for model {model!r}; known: {known}")
         if not 0.0 < self.validation_ratio < 1.0:
             raise ValueError(f"validation_ratio: must be in (0, 1), got {self.validation_ratio}")
         for name in ("negatives_ratio", "num_processes", "scoring_batch_size"):

@@ -34,6 +34,7 @@ class SparkSettings:
         if not self.app_name.strip():
             raise ValueError("app_name: must not be empty")
 
+
 BASE_CONF = {
     "spark.sql.session.timeZone": "UTC",
     # Unparseable timestamps become null (and are quarantined) instead of failing the job.

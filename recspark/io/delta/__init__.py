@@ -65,6 +65,7 @@ class DeltaSettings:
         if self.engine not in ENGINES:
             raise ValueError(f"engine: must be one of {list(ENGINES)}, got {self.engine!r}")
 
+
 # ``write(expected_version=READ_VERSION)``: base the commit on the version this object last read.
 READ_VERSION = "read-version"
 
