@@ -34,7 +34,6 @@ from recspark.io.delta import DeltaSettings
 from recspark.io.session import SparkSettings
 from recspark.io.tracking import MlflowSettings
 from recspark.publish import PublishSettings
-from recspark.ranker.lambdarank import RankerSettings
 from recspark.recommenders.als import AlsSettings
 from recspark.recommenders.item_similarity import SimilaritySettings
 from recspark.recommenders.user_knn import UserKnnSettings
@@ -90,7 +89,6 @@ class Config:
     publish: PublishSettings = field(default_factory=PublishSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     content: ContentSettings = field(default_factory=ContentSettings)
-    ranker: RankerSettings = field(default_factory=RankerSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     deep: DeepSettings = field(default_factory=DeepSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)

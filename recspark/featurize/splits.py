@@ -242,7 +242,7 @@ def tuning_frames(split: DataFrame, tuning_ratio: float, split_seed: int) -> tup
         return split.where(F.col("split") == TRAIN), validation
     carved = random_stratified_split(
         split.where(F.col("split") == TRAIN).drop("split"),
-        SplitConfig(method="random_stratified", stratify_by="user", test_ratio=tuning_ratio, seed=split_seed + 1),
+        SplitSettings(method="random_stratified", stratify_by="user", test_ratio=tuning_ratio, seed=split_seed + 1),
     )
     return carved.where(F.col("split") == TRAIN), carved.where(F.col("split") == TEST)
 

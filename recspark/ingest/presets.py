@@ -178,7 +178,7 @@ def _synthetic(data_dir: str) -> list[SourceSettings]:
     ]
 
 
-def configured_sources(ingest) -> list[SourceConfig]:
+def configured_sources(ingest) -> list[SourceSettings]:
     """The sources of ``ingest`` (the ``ingest`` settings): its preset's (if any) followed by the
     explicitly configured ones; ValueError when none reads interactions."""
     sources = preset_sources(ingest.preset, ingest.data_dir) if ingest.preset else []
