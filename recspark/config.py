@@ -44,9 +44,6 @@ from recspark.synthetic import GenerateSettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
-# Old name still imported by tests/conftest.py; delete it once that imports SparkSettings.
-SparkConfig = SparkSettings
-
 
 class ConfigError(ValueError):
     """Raised for a configuration that cannot be loaded or is inconsistent."""

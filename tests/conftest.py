@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from recspark.config import SparkConfig
+from recspark.io.session import SparkSettings
 from recspark.io.session import build_spark_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ TEST_SPARK_CONF = {
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     session = build_spark_session(
-        SparkConfig(master="local[2]", app_name="recspark-tests", conf=TEST_SPARK_CONF)
+        SparkSettings(master="local[2]", app_name="recspark-tests", conf=TEST_SPARK_CONF)
     )
     # Iterative algorithms (ALS) truncate their lineage only with a checkpoint directory;
     # without one a few dozen iterations overflow the JVM stack and kill the shared session.

@@ -67,4 +67,6 @@ def test_compose_services_images_and_files():
     assert "spark://spark-master:7077" in services["spark-worker"]["command"]
     assert services["airflow"]["environment"]["RECSPARK_CONFIG"].endswith("conf/docker.yaml")
     submit = services["submit"]["command"]
-    assert (REPO / submit.split()[3]).exists() and (REPO / submit.split()[-1]).exists()
+    words = submit.split()
+    assert (REPO / words[3]).exists() and words[3] == "jobs/submit.py" and words[-1] == "run"
+    assert (REPO / words[words.index("--config") + 1]).exists()

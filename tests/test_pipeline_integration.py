@@ -23,9 +23,9 @@ SMALL_ALS_GRID = ["--set", "als.grid.implicit_prefs=[true]", "--set", "als.grid.
 SMALL_DEEP = ["--set", "deep.epochs=2"]
 
 
-def cli(warehouse, *args, extra=()):
+def cli(warehouse, *args, extra=(), run_date=RUN_DATE):
     return main(["--set", f"warehouse={warehouse}", "--set", "spark.master=local[2]", *extra,
-                 "--run-date", RUN_DATE, *args])
+                 "--run-date", run_date, *args])
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_deep_models_train_through_petastorm_and_rerank_into_the_comparison(movi
         model = mlflow.pytorch.load_model(deep_run.data.params[f"{name}.model_uri"])
         assert score_pairs(model, np.array([0, 609]), np.array([0, 9741])).shape == (2,)
     assert deep_run.data.params["deep.num_processes"] == "2"
-    meta = json.loads((Path(config.deep.directory(config, "export_dir")) / "meta.json").read_text())
+    meta = json.loads((Path(config.deep_directory("export_dir")) / "meta.json").read_text())
     assert (meta["num_users"], meta["num_items"]) == (610, 9742)
     rerank_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "rerank")
     weights = json.loads(Path(mlflow.artifacts.download_artifacts(
@@ -219,14 +219,18 @@ def test_every_known_user_gets_a_published_list_with_lineage(movielens_run):
 def test_quality_gate_refuses_a_breach_and_force_overrides_it(movielens_run, caplog):
     root, _, tables, _ = movielens_run
     before = tables.version("recommendations")
-    strict = ["--set", "mlflow.enabled=false", "--set", "publish.min_user_coverage=1.01"]
-    assert cli(root / "wh", "publish", extra=strict) == 2
-    assert "quality gate refused to publish 2024-06-01" in caplog.text and "--force" in caplog.text
+    # the next night publishes one item per user, without an evaluation: rows fall by 90% and
+    # the metric check cannot be made, both breaches against the 2024-06-01 baseline
+    next_night = ["--set", "mlflow.enabled=false", "--set", "publish.k=1"]
+    assert cli(root / "wh", "publish", extra=next_night, run_date="2024-06-02") == 2
+    assert "quality gate refused to publish 2024-06-02" in caplog.text and "--force" in caplog.text
+    assert "rows fell from 6100 to 610" in caplog.text and "check not made: evaluation metric" in caplog.text
     assert tables.version("recommendations") == before
-    assert cli(root / "wh", "--force", "publish", extra=strict) == 0
+    assert cli(root / "wh", "--force", "publish", extra=next_night, run_date="2024-06-02") == 0
     assert tables.version("recommendations") == before + 1
     assert tables.history("recommendations")[0].metadata["recspark.forced"] == "True"
-    assert tables.read("recommendations").count() == 6100  # the date's partition was replaced, not appended
+    assert tables.read("recommendations").count() == 6100 + 610
+    assert tables.read("recommendations_latest").count() == 610  # latest follows the newest date
 
 
 def test_sql_queries_every_table_by_its_logical_name(movielens_run, capsys):

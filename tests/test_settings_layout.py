@@ -124,9 +124,9 @@ def test_the_model_loss_and_the_cutoff_come_from_their_one_key():
 
 def test_deep_directories_default_under_the_warehouse(tmp_path):
     config = load_config(None, [f"warehouse={tmp_path}", "deep.model_dir=/models"])
-    assert config.deep.directory(config, "export_dir") == f"{tmp_path}/_deep_export"
+    assert config.deep_directory("export_dir") == f"{tmp_path}/_deep_export"
     assert config.deep_directory("petastorm_cache_dir") == f"{tmp_path}/_petastorm"
-    assert config.deep.directory(config, "model_dir") == "/models"
+    assert config.deep_directory("model_dir") == "/models"
 
 
 def test_model_params_match_the_model_constructors():

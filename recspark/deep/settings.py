@@ -157,11 +157,6 @@ class DeepSettings:
         """The training settings of ``model``: ``train`` with the model's loss from ``losses``."""
         return dataclasses.replace(self.train, loss=self.losses.get(model, "bce"))
 
-    def directory(self, config: Any, name: str) -> str:
-        """``petastorm_cache_dir`` / ``export_dir`` / ``model_dir``; the default is
-        ``config.deep_directory(name)`` (a :class:`recspark.config.Config`), under the warehouse."""
-        return getattr(self, name) or config.deep_directory(name)
-
 
 def _require_models(key: str, names: typing.Iterable[str]) -> None:
     unknown = sorted(set(names) - set(MODEL_NAMES))

@@ -42,7 +42,6 @@ from recspark.catalog import (
 )
 from recspark.pipeline.stage import StageContext
 from recspark.publish import (
-    GateSettings,
     PublishStats,
     QualityGateError,
     attach_because_items,
@@ -116,7 +115,7 @@ def run_publish(ctx: StageContext) -> PublishResult:
     )
     baseline = gate_baseline(tables.history(RECOMMENDATIONS), ctx.run_date.isoformat()) if tables.exists(
         RECOMMENDATIONS) else None
-    verdict = evaluate_gate(stats, baseline, GateSettings(pc.min_user_coverage, pc.max_relative_drop, pc.on_missing_metric))
+    verdict = evaluate_gate(stats, baseline, pc.gate())
     for warning in verdict.warnings:
         log.warning("quality gate: %s", warning)
     if verdict.breaches and not pc.force:

@@ -65,12 +65,12 @@ def run_rerank(ctx: StageContext) -> RerankSummary:
     tables, tracker, config = ctx.tables, ctx.tracker, ctx.config
     dc, n, k = config.deep, config.candidates.n, config.evaluation.k
     require_known_sources(dc.rerank_sources, "deep.rerank_sources")
-    require_known_sources(dc.hybrid_sources, "deep.hybrid_sources", extra=(*MODEL_NAMES, HYBRID_SOURCE))
+    require_known_sources(dc.hybrid_sources, "deep.hybrid_sources", extra=MODEL_NAMES)
     present = {r["source"] for r in tables.read(CANDIDATES).select("source").distinct().collect()}
     retrieval = [s for s in dc.rerank_sources if s in present]
     if not retrieval:
         raise ValueError(f"no candidates of deep.rerank_sources {dc.rerank_sources} to re-rank; present: {sorted(present)}")
-    model_dir = dc.directory(config, "model_dir")
+    model_dir = config.deep_directory("model_dir")
     deep_sources = [name for name in dc.models if checkpoint_path(model_dir, name).exists()]
     missing = sorted(set(dc.models) - set(deep_sources))
     if missing:

@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from recspark.catalog import INTERACTIONS_SPLIT, ITEM_EMBEDDINGS, ITEM_INDEX, US
 from recspark.deep.distributed import TrainJob, train_distributed, use_gpu_for
 from recspark.deep.examples import item_feature_matrix, pairs_array, training_examples
 from recspark.deep.export import export_training_data
-from recspark.deep.training import TrainSettings, checkpoint_path, save_checkpoint
+from recspark.deep.training import checkpoint_path, save_checkpoint
 from recspark.featurize.splits import split_protocol, tuning_frames
 from recspark.io.petastorm import delete_converter, make_converter
 from recspark.pipeline.stage import StageContext
@@ -44,18 +43,10 @@ class DeepTrainingSummary:
     item_feature_dim: int  # 0 without item embeddings
 
 
-def train_settings(config) -> TrainSettings:
-    dc = config.deep
-    return TrainSettings(
-        epochs=dc.epochs, batch_size=dc.batch_size, learning_rate=dc.learning_rate, weight_decay=dc.weight_decay,
-        patience=dc.patience, seed=dc.seed, device=dc.device, k=config.evaluation.k, cpu_threads=dc.cpu_threads,
-    )
-
-
 def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
     tables, tracker, config = ctx.tables, ctx.tracker, ctx.config
     dc = config.deep
-    settings = train_settings(config)
+    settings = dc.train
     use_gpu = use_gpu_for(dc.use_gpu)
     num_users = tables.read(USER_INDEX).agg(F.max("user_idx")).first()[0] + 1
     item_index = tables.read(ITEM_INDEX)
@@ -73,19 +64,19 @@ def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
         ).localCheckpoint()
         n_examples = examples.count()
         converter = make_converter(
-            ctx.spark, examples, dc.directory(config, "petastorm_cache_dir"), min_row_groups=2 * dc.num_processes
+            ctx.spark, examples, config.deep_directory("petastorm_cache_dir"), min_row_groups=2 * dc.num_processes
         )
         val_pairs, seen_pairs = pairs_array(validation), pairs_array(train_pairs)
     with ctx.measure("deep.export"):
         export_training_data(
-            dc.directory(config, "export_dir"), examples, validation, train_pairs, num_users, num_items, item_features
+            config.deep_directory("export_dir"), examples, validation, train_pairs, num_users, num_items, item_features
         )
     tracker.log_params({"deep.use_gpu_resolved": use_gpu, "deep.examples": n_examples,
                         "deep.item_feature_dim": 0 if item_features is None else item_features.shape[1]})
-    model_dir = dc.directory(config, "model_dir")
+    model_dir = config.deep_directory("model_dir")
     try:
         for name in dc.models:
-            model_settings = dataclasses.replace(settings, loss=dc.losses.get(name, "bce"))
+            model_settings = dc.settings_for(name)
             job = TrainJob(
                 name, dict(dc.model_params.get(name, {})), num_users, num_items, model_settings, converter, val_pairs,
                 seen_pairs, item_features=item_features if name == "two_tower" else None,
