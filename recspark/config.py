@@ -36,6 +36,7 @@ from recspark.io.tracking import MlflowSettings
 from recspark.publish import PublishSettings
 from recspark.recommenders.als import AlsSettings
 from recspark.recommenders.item_similarity import SimilaritySettings
+from recspark.recommenders.ease import EaseSettings
 from recspark.recommenders.user_knn import UserKnnSettings
 from recspark.report import ReportSettings
 from recspark.serve import ServeSettings
@@ -81,6 +82,7 @@ class Config:
     als: AlsSettings = field(default_factory=AlsSettings)
     similarity: SimilaritySettings = field(default_factory=SimilaritySettings)
     user_knn: UserKnnSettings = field(default_factory=UserKnnSettings)
+    ease: EaseSettings = field(default_factory=EaseSettings)
     candidates: CandidatesSettings = field(default_factory=CandidatesSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)

@@ -38,12 +38,11 @@ mode is for catalogues whose ``B`` is too large to broadcast.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -68,6 +67,9 @@ RECOMMENDATION_SCHEMA = T.StructType(
 
 _ITEMS, _ANCHORS, _KEY, _SEEN = "_items", "_anchors", "_bucket_key", "_seen"
 
+
+if TYPE_CHECKING:
+    import torch
 
 class CatalogueTooLarge(ValueError):
     """The catalogue exceeds ``EaseSettings.max_items``: skip EASE (or raise the limit)."""
@@ -173,19 +175,24 @@ def _check_catalogue(n_items: int, max_items: int) -> None:
         )
 
 
-def torch_device(device: str) -> torch.device:
-    """The torch device of an :class:`EaseSettings` ``device`` value."""
+def torch_device(device: str) -> "torch.device":
+    """The torch device of an :class:`EaseSettings` ``device`` value (torch is imported here, not
+    at module import, so the settings load without it)."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def ease_weights(gram: np.ndarray, reg_lambda: float, device: torch.device) -> np.ndarray:
+def ease_weights(gram: np.ndarray, reg_lambda: float, device: "torch.device") -> np.ndarray:
     """EASE's ``B`` (float32 numpy, zero diagonal) from a dense Gram matrix.
 
     ``gram`` (n x n float32, symmetric) is overwritten on the CPU (its diagonal gets
     ``reg_lambda``). ``P`` comes from a Cholesky factorisation and ``cholesky_inverse``.
     """
+    import torch
+
     matrix = torch.from_numpy(gram).to(device)
     matrix.diagonal().add_(reg_lambda)
     factor = torch.linalg.cholesky(matrix)

@@ -79,6 +79,8 @@ BUILT_IN: dict[str, str] = {
     "item_item": "recspark.sources.item_item:ItemItemSource",
     "popularity": "recspark.sources.popularity:PopularitySource",
     "content": "recspark.sources.content:ContentSource",
+    "ease": "recspark.sources.ease:EaseSource",
+    "user_knn": "recspark.sources.user_knn:UserKnnSource",
 }
 _registered: dict[str, CandidateSource] = {}
 
