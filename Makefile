@@ -9,7 +9,7 @@ AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: setup airflow-setup run test clean
+.PHONY: setup airflow-setup run test test-fast clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ run: setup
 # Two workers, whole files per worker: the long integration, Airflow and cluster modules run side by side.
 test: setup airflow-setup
 	$(PY) -m pytest -n 2 --dist loadfile
+
+# Unit tests only (no whole jobs, no cluster daemons, no Airflow): the edit-run loop.
+test-fast: setup
+	$(PY) -m pytest -n 2 -m unit
 
 clean:
 	rm -rf warehouse mlruns mlflow.db spark-warehouse data/synthetic

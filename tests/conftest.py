@@ -1,14 +1,19 @@
-"""Shared fixtures: one SparkSession for the whole test session (it takes 7-15 s to start)."""
+"""Shared fixtures: one SparkSession for the whole test session (it takes 7-15 s to start).
+
+Tests mirror the package (``tests/ingest`` tests ``recspark/ingest``, ...); shared test data
+builders (``movielens_subset``, ``als_planted``, ``deep_planted``) live beside this file and are
+importable from every folder."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from recspark.io.session import SparkSettings
-from recspark.io.session import build_spark_session
+from recspark.io.session import SparkSettings, build_spark_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 MOVIELENS_DIR = REPO_ROOT / "data" / "ml-latest-small"
 
 TEST_SPARK_CONF = {

@@ -18,6 +18,8 @@ SCHEMA = T.StructType(
         T.StructField("run_date", T.DateType()),
     ]
 )
+
+pytestmark = pytest.mark.unit
 D1, D2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
 
 

@@ -3,6 +3,8 @@ import pytest
 
 from recspark.config import ConfigError, load_config
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_and_dotted_overrides(tmp_path):
     config = load_config(None, [f"warehouse={tmp_path}", "featurize.split.method=time", "featurize.split.seed=7",

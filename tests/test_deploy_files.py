@@ -10,13 +10,15 @@ import yaml
 
 from recspark.config import load_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
 LOCK = dict(
     line.split("==") for line in (REPO / "requirements.lock").read_text().splitlines()
     if "==" in line and not line.startswith("#")
 )
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "cluster.yaml", "docker.yaml"])

@@ -22,6 +22,8 @@ from recspark.publish import (
     with_explanations,
 )
 
+pytestmark = pytest.mark.unit
+
 CANDIDATES = "user_idx int, item_idx int, source string, score double, rank int, because_item_idx int"
 
 

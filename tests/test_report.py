@@ -9,6 +9,8 @@ import pytest
 
 from recspark.report import ReportInputs, model_comparison, popularity_bias, render_report, stage_timings
 
+pytestmark = pytest.mark.unit
+
 D1, D2 = dt.date(2024, 6, 1), dt.date(2024, 6, 2)
 
 

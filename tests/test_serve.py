@@ -24,7 +24,7 @@ from recspark.read_only_sql import run_sql
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 SCHEMA = T.StructType(
     [

@@ -15,7 +15,7 @@ from recspark.deep.settings import MODEL_PARAMS, TrainSettings
 
 pytestmark = pytest.mark.unit
 
-PACKAGE = Path(__file__).resolve().parent.parent / "recspark"
+PACKAGE = Path(__file__).resolve().parents[1] / "recspark"
 CONFIG_IMPORTERS = ("config.py", "cli.py", "stages/", "pipeline/")
 
 

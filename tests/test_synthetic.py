@@ -28,6 +28,8 @@ from recspark.synthetic import (
     with_affinity,
 )
 
+pytestmark = pytest.mark.unit
+
 SMALL = GenerateSettings(n_users=100, n_items=200, n_interactions=2_000, num_partitions=3, seed=11)
 
 
