@@ -62,6 +62,8 @@ import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from recspark.ordering import with_row_number
+
 # Column order of the CSV files the generate stage writes (what the synthetic ingest preset reads).
 INTERACTIONS_CSV_COLUMNS = ["user_id", "item_id", "event_type", "rating", "timestamp"]
 ITEMS_CSV_COLUMNS = ["item_id", "title", "genres", "description"]
@@ -237,12 +239,9 @@ def _prefixed_id(prefix: str, index: Column, count: int) -> Column:
 
 def _ranked(spark: SparkSession, count: int, seed: int, purpose: str) -> DataFrame:
     """``idx`` 0..count-1 with ``rank``: a permutation given by sorting on a hash of idx."""
-    by_hash = Window.orderBy(F.expr(f"xxhash64({seed}, idx, {_salt(purpose)})"), F.col("idx"))
-    return (
-        spark.range(count)
-        .withColumnRenamed("id", "idx")
-        .withColumn("rank", (F.row_number().over(by_hash) - 1).cast("long"))
-    )
+    hashed = [F.expr(f"xxhash64({seed}, idx, {_salt(purpose)})"), F.col("idx")]
+    ranked = with_row_number(spark.range(count).withColumnRenamed("id", "idx"), hashed, "rank")
+    return ranked.withColumn("rank", F.col("rank") - 1)
 
 
 def _factors(seed: int, key: str, purpose: str, dim: int) -> Column:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recspark.featurize.splits import SplitSettings
+from recspark.ordering import with_row_number
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -182,19 +183,21 @@ def item_features(
     multi_hot = F.transform(
         genre_array, lambda genre: F.array_contains(item_genres, genre).cast("int")
     )
-    popularity_order = Window.orderBy(F.col("n_interactions").desc(), F.col("item_id").asc())
-    return (
+    joined = (
         per_item.join(metadata, on="item_id", how="full_outer")
         .join(item_index, on="item_id", how="inner")
         .fillna(0, subset=["n_interactions", "n_users", "rating_count"])
-        .select(
+    )
+    ranked = with_row_number(joined, [F.col("n_interactions").desc(), F.col("item_id").asc()], "_popularity_rank")
+    return (
+        ranked.select(
             "item_id",
             "item_idx",
             "n_interactions",
             "n_users",
             "mean_rating",
             "rating_count",
-            F.row_number().over(popularity_order).alias("popularity_rank"),
+            F.col("_popularity_rank").cast("int").alias("popularity_rank"),
             "first_ts",
             "last_ts",
             _age_days(F.col("last_ts"), as_of).alias("days_since_last"),

@@ -5,8 +5,10 @@ stored factors and published recommendations would silently point at the wrong u
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from recspark.ordering import with_row_number
 
 
 def assign_stable_index(
@@ -26,30 +28,28 @@ def assign_stable_index(
       order (rather than first-seen time) keeps the numbering a function of the id set alone, so
       items without interactions need no timestamp.
 
-    Trade-off: the new ids are numbered with ``row_number`` over one global window, so they pass
-    through a single partition. That is cheap for the ids *new in a run* (thousands to a few
-    million strings) and keeps the plan free of driver collects; a first run over hundreds of
-    millions of ids would want ``RDD.zipWithIndex`` on sorted ids instead.
+    The new ids are numbered by a parallel sort and ``zipWithIndex``
+    (:func:`recspark.ordering.with_row_number`), never in a single partition.
     """
     id_values = (
         ids.select(F.col(id_col).cast("string").alias(id_col))
         .where(F.col(id_col).isNotNull())
         .distinct()
     )
-    row_in_id_order = F.row_number().over(Window.orderBy(id_col))
     if existing_index is None:
-        return id_values.select(id_col, (row_in_id_order - 1).cast("int").alias(index_col))
+        numbered = with_row_number(id_values, [F.col(id_col)], "_row")
+        return numbered.select(id_col, (F.col("_row") - 1).cast("int").alias(index_col))
     known = existing_index.select(
         F.col(id_col).cast("string").alias(id_col),
         F.col(index_col).cast("int").alias(index_col),
     )
     next_index = known.agg(F.coalesce(F.max(index_col) + 1, F.lit(0)).alias("_next_index"))
     numbered = (
-        id_values.join(known, on=id_col, how="left_anti")
+        with_row_number(id_values.join(known, on=id_col, how="left_anti"), [F.col(id_col)], "_row")
         .crossJoin(F.broadcast(next_index))
         .select(
             id_col,
-            (F.col("_next_index") + row_in_id_order - 1).cast("int").alias(index_col),
+            (F.col("_next_index") + F.col("_row") - 1).cast("int").alias(index_col),
         )
     )
     return known.unionByName(numbered)

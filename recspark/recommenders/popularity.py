@@ -9,6 +9,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from recspark.ordering import with_row_number
+
 SECONDS_PER_DAY = 86_400.0
 
 
@@ -66,12 +68,10 @@ class PopularityRecommender:
             score = F.sum(F.col(self.weight_col).cast("double"))
         else:
             score = F.countDistinct(self.user_col).cast("double")
-        ranking = Window.orderBy(F.col("score").desc(), F.col(self.item_col).asc())
-        item_scores = (
-            events.groupBy(self.item_col)
-            .agg(score.alias("score"))
-            .withColumn("popularity_rank", F.row_number().over(ranking))
-        )
+        item_scores = with_row_number(
+            events.groupBy(self.item_col).agg(score.alias("score")),
+            [F.col("score").desc(), F.col(self.item_col).asc()], "popularity_rank",
+        ).withColumn("popularity_rank", F.col("popularity_rank").cast("int"))
         return PopularityModel(item_scores, self.k, self.user_col, self.item_col)
 
 
