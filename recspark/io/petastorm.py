@@ -17,8 +17,9 @@ from collections.abc import Iterator
 import torch
 from pyspark.sql import DataFrame, SparkSession
 
-# petastorm 0.13.1 imports pyarrow.LocalFileSystem at import time (a FutureWarning on pyarrow 14);
-# the name is never used on our path, so the warning says nothing an operator can act on.
+# petastorm 0.13.1 uses pyarrow's legacy LocalFileSystem / localfs (FutureWarnings on pyarrow 14,
+# at import and on every reader): nothing an operator can act on, so they are silenced here only.
+warnings.filterwarnings("ignore", message=r"pyarrow\.localfs is deprecated", category=FutureWarning)
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="pyarrow.LocalFileSystem is deprecated", category=FutureWarning)
     from petastorm.pytorch import BatchedDataLoader
