@@ -70,7 +70,7 @@ def run_stage(name: str, config: Any, run_date: dt.date, run_id: str, spark: Spa
     tables = StageTables(delta, name, declared.reads, declared.writes)
     log.info("stage %s started (run date %s, run id %s, delta engine %s)", name, run_date, run_id, delta.engine)
     with warehouse_lock(config.warehouse, run_id, name), stage_run(config.mlflow, name, run_date.isoformat(), run_id) as tracker:
-        for written in declared.writes:
+        for written in (*declared.writes, STAGE_RUNS):  # every stage also appends to stage_runs
             if delta.exists(written.name):
                 removed = delta.remove_orphan_files(written.name, ORPHAN_GRACE_S)
                 if removed:
