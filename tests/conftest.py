@@ -42,3 +42,15 @@ def spark(tmp_path_factory):
 @pytest.fixture(scope="session")
 def movielens_dir() -> Path:
     return MOVIELENS_DIR
+
+
+_SUITE_MARKERS = ("unit", "integration", "cluster", "airflow")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test carries exactly one suite marker, so `-m unit` and the full run partition the suite."""
+    unmarked = [item.nodeid for item in items
+                if sum(1 for name in _SUITE_MARKERS if item.get_closest_marker(name)) != 1]
+    if unmarked:
+        raise pytest.UsageError("tests without exactly one of the markers " + ", ".join(_SUITE_MARKERS)
+                                + ": " + ", ".join(unmarked[:10]))

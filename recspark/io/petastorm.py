@@ -10,20 +10,46 @@ rows/s of the default per-row loader here). ``delete_converter`` removes the cac
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import warnings
 from collections.abc import Iterator
 
+import numpy as np
+import pyarrow.fs
 import torch
 from pyspark.sql import DataFrame, SparkSession
 
-# petastorm 0.13.1 uses pyarrow's legacy LocalFileSystem / localfs (FutureWarnings on pyarrow 14,
-# at import and on every reader): nothing an operator can act on, so they are silenced here only.
-warnings.filterwarnings("ignore", message=r"pyarrow\.localfs is deprecated", category=FutureWarning)
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="pyarrow.LocalFileSystem is deprecated", category=FutureWarning)
+
+
+@contextlib.contextmanager
+def _legacy_pyarrow_warnings_silenced() -> Iterator[None]:
+    """petastorm 0.13.1 uses pyarrow's legacy ``LocalFileSystem`` / ``localfs`` (FutureWarnings on
+    pyarrow 14, at import and on every reader it opens, also inside training processes): nothing an
+    operator can act on, so they are silenced around those calls only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"pyarrow\.(localfs|LocalFileSystem) is deprecated",
+                                category=FutureWarning)
+        yield
+
+
+with _legacy_pyarrow_warnings_silenced():
     from petastorm.pytorch import BatchedDataLoader
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
+    from petastorm.spark.spark_dataset_converter import register_delete_dir_handler
+
+
+def _delete_cache_dir(dataset_url: str) -> None:
+    """Delete one converter's cached files (``delete_converter`` and petastorm's exit hook call it)
+    through ``pyarrow.fs``, which resolves file://, hdfs:// and s3:// URLs; petastorm's default
+    handler goes through the legacy pyarrow filesystem."""
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(dataset_url)
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        filesystem.delete_dir(path)
+
+
+register_delete_dir_handler(_delete_cache_dir)
 
 PARENT_CACHE_DIR_CONF = SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF
 # Small row groups: Petastorm shards by row group, so each rank needs at least one.
@@ -78,10 +104,21 @@ def shard_batches(
     }
     if columns is not None:
         reader_args["schema_fields"] = list(columns)
-    with converter.make_torch_dataloader(
-        batch_size=batch_size, num_epochs=1, data_loader_fn=BatchedDataLoader, **reader_args
-    ) as loader:
+    loader_fn = functools.partial(BatchedDataLoader, transform_fn=_writable_tensor)
+    context = converter.make_torch_dataloader(
+        batch_size=batch_size, num_epochs=1, data_loader_fn=loader_fn, **reader_args)
+    with _legacy_pyarrow_warnings_silenced():
+        loader = context.__enter__()
+    try:
         yield from loader
+    finally:
+        context.__exit__(None, None, None)
+
+
+def _writable_tensor(column: np.ndarray) -> torch.Tensor:
+    """A tensor owning a copy of ``column``: Parquet reads give read-only arrays, which
+    ``torch.as_tensor`` would share (and warn about writes being undefined)."""
+    return torch.from_numpy(np.array(column, copy=True))
 
 
 def delete_converter(converter: SparkDatasetConverter) -> None:

@@ -22,6 +22,7 @@ def als_model(spark):
     return ALSRecommender(rank=2, max_iter=2).fit(frame).als_model
 
 
+@pytest.mark.unit
 def test_alias_moves_only_when_the_new_model_is_better(als_model, tmp_path):
     config = MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="tracking-test")
     outcomes = []
@@ -37,6 +38,7 @@ def test_alias_moves_only_when_the_new_model_is_better(als_model, tmp_path):
     assert len(client.search_model_versions("name='als-test'")) == 3
 
 
+@pytest.mark.unit
 def test_child_runs_are_nested_under_the_stage_run(tmp_path):
     config = MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="nested-test")
     with stage_run(config, "train-als", "2024-01-01", "local-id") as tracker:
@@ -50,6 +52,7 @@ def test_child_runs_are_nested_under_the_stage_run(tmp_path):
     assert stage.data.tags["recspark.run_id"] == "local-id" and "wall_time_s" in stage.data.metrics
 
 
+@pytest.mark.unit
 def test_disabled_tracking_logs_nothing_and_never_promotes(als_model, tmp_path):
     with stage_run(MlflowSettings(enabled=False), "train-als", "2024-01-01", "local-id") as tracker:
         uri = tracker.log_spark_model(als_model, "als_model")
@@ -63,7 +66,6 @@ import sys, time
 from recspark.io.tracking import MlflowSettings
 from recspark.io.tracking import stage_run
 
-pytestmark = pytest.mark.unit
 config = MlflowSettings(tracking_uri=sys.argv[1], experiment="kill-test")
 with stage_run(config, "train-als", "2024-01-01", "run-" + sys.argv[2]):
     print("running", flush=True)
