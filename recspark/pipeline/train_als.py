@@ -1,5 +1,10 @@
 """Train-als stage: interactions_split -> user_factors, item_factors (+ factor neighbours).
 
+0. Engine: ``als.engine`` (auto | mllib | implicit, :mod:`recspark.recommenders.als_engines`) is
+   resolved once on the non-test pairs; auto picks the implicit library on the driver when the
+   pairs fit ``als.memory_budget_mb``. The choice and its reason are logged (one line, MLflow
+   params ``als.engine_used`` / ``als.engine_reason``) and every implicit fit of the stage uses it;
+   explicit points always run on MLlib.
 1. Search: every point of ``als.grid`` is fitted on the tuning-train pairs and scored by
    ``als.selection_metric`` at ``evaluation.k`` on the validation pairs (seen = tuning-train):
    :func:`recspark.featurize.splits.tuning_frames` with ``als.tuning_ratio`` and the split seed of
@@ -23,6 +28,7 @@ from recspark.catalog import INTERACTIONS_SPLIT, ITEM_FACTORS, ITEM_SIMILARITY, 
 from recspark.featurize.splits import split_protocol, tuning_frames
 from recspark.pipeline.stage import StageContext
 from recspark.recommenders.als import als_estimator, als_params_metadata, search_als
+from recspark.recommenders.als_engines import engine_fit, pick_engine
 from recspark.recommenders.item_similarity import FACTOR_SIMILARITY_METHOD, factor_similarity
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,7 @@ class AlsTrainingResult:
     users_with_factors: int
     items_with_factors: int
     promoted: int  # 1 when the champion alias moved to this model
+    implicit_engine: int  # 1 when the implicit library fitted the implicit points, 0 MLlib
 
 
 def run_train_als(ctx: StageContext) -> AlsTrainingResult:
@@ -49,9 +56,14 @@ def run_train_als(ctx: StageContext) -> AlsTrainingResult:
     tuning_train, validation = tuning_frames(split, ac.tuning_ratio, split_seed)
     tuning_train, validation = tuning_train.cache(), validation.cache()
     base = als_estimator(ac)
+    history = split.where(F.col("split") != "test")
+    engine, reason = pick_engine(base.copy(rank=max(ac.grid.rank), implicit_prefs=True), history, ac.engine_settings())
+    log.info("train-als: ALS engine %s (%s)", engine, reason)
+    tracker.log_params({"als.engine_used": engine, "als.engine_reason": reason})
+    fit = engine_fit(engine, ac.engine_settings())
     metric = ac.selection_metric
     with ctx.measure("als.search"):
-        search = search_als(tuning_train, validation, dataclasses.asdict(ac.grid), base, k, metric)
+        search = search_als(tuning_train, validation, dataclasses.asdict(ac.grid), base, k, metric, fit=fit)
     label = metric.replace("@k", f"_at_{k}")
     for i, trial in enumerate(search.trials):
         tracker.log_child_run(
@@ -69,7 +81,7 @@ def run_train_als(ctx: StageContext) -> AlsTrainingResult:
     validation.unpersist()
 
     with ctx.measure("als.refit"):
-        final = base.copy(**best.params).fit(split.where(F.col("split") != "test"))
+        final = fit(base.copy(**best.params), history)
         user_factors = final.user_factors.localCheckpoint()
         item_factors = final.item_factors.localCheckpoint()
     with ctx.measure("als.log_model"):
@@ -98,7 +110,7 @@ def run_train_als(ctx: StageContext) -> AlsTrainingResult:
         trials=len(search.trials), best_rank=best.params["rank"], best_reg_param=best.params["reg_param"],
         best_alpha=best.params["alpha"], best_implicit=int(best.params["implicit_prefs"]),
         validation_metric=best.metrics[metric], users_with_factors=user_factors.count(),
-        items_with_factors=item_factors.count(), promoted=int(promoted),
+        items_with_factors=item_factors.count(), promoted=int(promoted), implicit_engine=int(engine == "implicit"),
     )
     log.info("train-als %s: %s", ctx.run_date, result)
     return result

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,8 +78,13 @@ class AlsSettings:
     register_model: bool = True  # register in the MLflow model registry, alias on improvement
     model_name: str = "recspark-als"
     champion_alias: str = "champion"
+    # Engine of the implicit fits (recspark.recommenders.als_engines): auto | mllib | implicit;
+    # auto runs the implicit library on the driver when the pairs fit memory_budget_mb (MiB).
+    engine: str = "auto"
+    memory_budget_mb: float = 2048.0
 
     def __post_init__(self) -> None:
+        self.engine_settings()  # validates engine and memory_budget_mb
         known = sorted(RANKING_METRIC_KEYS.values())
         if self.selection_metric not in known:
             raise ValueError(f"selection_metric: unknown metric {self.selection_metric!r}; known: {known}")
@@ -89,6 +95,12 @@ class AlsSettings:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.factor_similarity_top_n < 0:
             raise ValueError(f"factor_similarity_top_n: must be >= 0, got {self.factor_similarity_top_n}")
+
+    def engine_settings(self):
+        """The :class:`~recspark.recommenders.als_engines.AlsEngineSettings` of these settings."""
+        from recspark.recommenders.als_engines import AlsEngineSettings  # it imports this module
+
+        return AlsEngineSettings(engine=self.engine, memory_budget_mb=self.memory_budget_mb)
 
 
 class ALSRecommender:
@@ -295,11 +307,14 @@ def search_als(
     base: ALSRecommender,
     k: int = 10,
     metric: str = "ndcg@k",
+    fit: Callable[[ALSRecommender, DataFrame], ALSRecommenderModel] | None = None,
 ) -> SearchResult:
     """Fit ``base`` with every point of ``grid`` on ``train``, recommend ``k`` unseen items to
     every validation user (seen = ``train`` pairs) and score the lists against ``validation``
     (every validation pair relevant). Best = highest ``metric`` (a key of
-    :func:`recspark.evaluation.ranking_metrics`); ties keep the earlier grid point.
+    :func:`recspark.evaluation.ranking_metrics`); ties keep the earlier grid point. ``fit``
+    fits one point (default ``estimator.fit``; e.g. an engine of
+    :mod:`recspark.recommenders.als_engines`).
     """
     result = SearchResult(metric=metric)
     seen = train.select(base.user_col, base.item_col)
@@ -307,7 +322,7 @@ def search_als(
     for point in expand_grid(grid):
         estimator = base.copy(**point)
         started = time.perf_counter()
-        model = estimator.fit(train)
+        model = fit(estimator, train) if fit else estimator.fit(train)
         recommendations = model.recommend(k, seen=seen, users=users)
         scores = ranking_metrics(recommendations, validation, k, base.user_col, base.item_col)
         trial = SearchTrial(estimator.params(), scores, time.perf_counter() - started)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,22 +139,46 @@ def implicit_regularization(reg_param: float, shape: InteractionShape, mapping: 
     return reg_param * shape.n_pairs / math.sqrt(shape.n_user_ids * shape.n_item_ids)
 
 
-def fit_als(
+def pick_engine(
     estimator: ALSRecommender, interactions: DataFrame, settings: AlsEngineSettings
-) -> ALSRecommenderModel:
-    """Fit ``estimator``'s params with the engine settings pick (logged); explicit-rating
-    estimators always use MLlib. Input and output as ``ALSRecommender.fit``."""
+) -> tuple[str, str]:
+    """(engine, reason) ``fit_als`` uses for ``estimator`` on ``interactions``: mllib for
+    explicit ratings, else :func:`choose_engine` (auto measures the frame's shape, one Spark job)."""
     if not estimator.implicit_prefs:
-        log.info("ALS engine: mllib (explicit ratings run on MLlib only)")
-        return estimator.fit(interactions)
+        return "mllib", "explicit ratings run on MLlib only"
     shape = None
     if settings.engine == "auto":
         shape = InteractionShape.of(interactions, estimator.user_col, estimator.item_col, estimator.implicit_rating_col)
-    engine, reason = choose_engine(settings, shape, estimator.rank)
+    return choose_engine(settings, shape, estimator.rank)
+
+
+def fit_als(
+    estimator: ALSRecommender, interactions: DataFrame, settings: AlsEngineSettings
+) -> ALSRecommenderModel:
+    """Fit ``estimator``'s params with the engine :func:`pick_engine` picks (logged); explicit-rating
+    estimators always use MLlib. Input and output as ``ALSRecommender.fit``."""
+    engine, reason = pick_engine(estimator, interactions, settings)
     log.info("ALS engine: %s (%s)", engine, reason)
     if engine == "mllib":
         return estimator.fit(interactions)
     return fit_implicit(estimator, interactions, settings)
+
+
+def engine_fit(
+    engine: str, settings: AlsEngineSettings
+) -> Callable[[ALSRecommender, DataFrame], ALSRecommenderModel]:
+    """fit(estimator, interactions) -> model on an engine already picked (``mllib`` or
+    ``implicit``, e.g. by :func:`pick_engine` once for a whole search); explicit estimators
+    always fit on MLlib."""
+    if engine not in ("mllib", "implicit"):
+        raise ValueError(f"engine_fit needs mllib or implicit, got {engine!r}")
+
+    def fit(estimator: ALSRecommender, interactions: DataFrame) -> ALSRecommenderModel:
+        if engine == "implicit" and estimator.implicit_prefs:
+            return fit_implicit(estimator, interactions, settings)
+        return estimator.fit(interactions)
+
+    return fit
 
 
 def interactions_csr(
@@ -196,11 +221,12 @@ def fit_implicit(
         raise ValueError("no interactions to fit")
     shape = InteractionShape(matrix.nnz, len(user_ids), len(item_ids))
     use_gpu = implicit.gpu.HAS_CUDA if settings.use_gpu is None else settings.use_gpu
+    regularization = implicit_regularization(estimator.reg_param, shape, settings.reg_mapping)
     collected = time.perf_counter()
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads only contend
         model = AlternatingLeastSquares(
             factors=estimator.rank,
-            regularization=implicit_regularization(estimator.reg_param, shape, settings.reg_mapping),
+            regularization=regularization,
             alpha=1.0,
             iterations=estimator.max_iter,
             random_state=estimator.seed,
@@ -221,7 +247,7 @@ def fit_implicit(
         _mllib_model(spark, estimator, user_factors, item_factors),
         estimator.user_col,
         estimator.item_col,
-        estimator.params() | {"engine": "implicit"},
+        estimator.params() | {"engine": "implicit", "implicit_regularization": regularization},
     )
 
 

@@ -1,7 +1,8 @@
 """``als``: ALS factors, exact blocked dot-product top-N (``recspark.recommenders.topk``).
 
 Tonight's model is the one train-als wrote (``user_factors`` x ``item_factors``); the validation
-refit fits ALS on the history with the params recorded in ``user_factors``' commit metadata.
+refit fits ALS on the history with the params recorded in ``user_factors``' commit metadata, on the
+engine ``als.engine`` picks for that history.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pyspark.sql import DataFrame
 from recspark.catalog import ITEM_FACTORS, USER_FACTORS
 from recspark.publish import require_same_fit
 from recspark.recommenders.als import als_estimator, als_params_from_metadata
+from recspark.recommenders.als_engines import fit_als
 from recspark.recommenders.topk import top_k_by_dot_product
 from recspark.sources import CandidateSource, SourceInputs
 
@@ -39,5 +41,6 @@ class AlsSource(CandidateSource):
 
     def refit(self, history: DataFrame, inputs: SourceInputs) -> FactorModel:
         params = als_params_from_metadata(inputs.tables.latest_metadata(USER_FACTORS))
-        model = als_estimator(inputs.config.als).copy(**params).fit(history)
+        estimator = als_estimator(inputs.config.als).copy(**params)
+        model = fit_als(estimator, history, inputs.config.als.engine_settings())
         return FactorModel(model.user_factors, model.item_factors)

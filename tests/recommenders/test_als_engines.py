@@ -7,16 +7,19 @@ import numpy as np
 import pytest
 from chispa import assert_df_equality
 
+from recspark.config import ConfigError, load_config
 from recspark.evaluation import ranking_metrics
-from recspark.recommenders.als import ALSRecommender, ALSRecommenderModel
+from recspark.recommenders.als import ALSRecommender, ALSRecommenderModel, AlsSettings
 from recspark.recommenders.als_engines import (
     AlsEngineSettings,
     InteractionShape,
     choose_engine,
+    engine_fit,
     fit_als,
     implicit_footprint_mb,
     implicit_regularization,
     interactions_csr,
+    pick_engine,
 )
 from recspark.recommenders.popularity import PopularityRecommender
 from als_planted import planted_pairs
@@ -99,3 +102,30 @@ def test_implicit_engine_returns_mllib_shaped_factors_and_recovers_the_planted_g
     assert ndcg["implicit"] > 2 * ndcg["popularity"]
     predicted = model.predict(test.select("user_idx", "item_idx")).collect()
     assert len(predicted) == test.count() and all(np.isfinite(row.prediction) for row in predicted)
+
+
+def test_auto_picks_by_the_size_of_the_frame_and_explicit_estimators_stay_on_mllib(spark, planted):
+    train, _ = planted
+    shape = InteractionShape.of(train, "user_idx", "item_idx", "confidence")
+    need = implicit_footprint_mb(shape, ESTIMATOR.rank)
+    assert pick_engine(ESTIMATOR, train, AlsEngineSettings(memory_budget_mb=need * 1.01))[0] == "implicit"
+    engine, reason = pick_engine(ESTIMATOR, train, AlsEngineSettings(memory_budget_mb=need * 0.99))
+    assert engine == "mllib" and f"{shape.n_pairs:,} pairs" in reason and "> budget" in reason
+    explicit = ESTIMATOR.copy(implicit_prefs=False)
+    assert pick_engine(explicit, train, AlsEngineSettings(engine="implicit")) == (
+        "mllib", "explicit ratings run on MLlib only")
+    fit = engine_fit("implicit", AlsEngineSettings())
+    assert fit(ESTIMATOR.copy(max_iter=2), train).params["engine"] == "implicit"
+    assert "engine" not in fit(explicit.copy(max_iter=2), train.withColumnRenamed("confidence", "rating")).params
+    with pytest.raises(ValueError, match="mllib or implicit"):
+        engine_fit("auto", AlsEngineSettings())
+
+
+def test_the_als_section_carries_the_engine_and_validates_it_at_load():
+    settings = load_config(None, ["als.engine=mllib", "als.memory_budget_mb=512"]).als
+    assert settings.engine_settings() == AlsEngineSettings(engine="mllib", memory_budget_mb=512.0)
+    assert AlsSettings().engine == "auto"
+    with pytest.raises(ConfigError, match="als.engine must be one of"):
+        load_config(None, ["als.engine=spark"])
+    with pytest.raises(ConfigError, match="als.memory_budget_mb must be > 0"):
+        load_config(None, ["als.memory_budget_mb=0"])
