@@ -62,6 +62,8 @@ METRICS = Table("metrics", "evaluate", "offline metrics per model of each run da
 RECOMMENDATIONS = Table("recommendations", "publish", "published lists, one partition per run date",
                         ("run_date",))
 RECOMMENDATIONS_LATEST = Table("recommendations_latest", "publish", "the newest published date's lists")
+TUNED_PARAMS = Table("tuned_params", "tune", "hyperparameters chosen by the weekly tune, per algorithm",
+                     ("algorithm",), schemas.TUNED_PARAMS)
 STAGE_RUNS = Table("stage_runs", "pipeline", "wall time and peak memory of every stage and step",
                    schema=schemas.STAGE_RUNS)
 
@@ -69,7 +71,8 @@ TABLES: dict[str, Table] = {
     t.name: t for t in (
         INTERACTIONS_BRONZE, ITEMS_BRONZE, INTERACTIONS_QUARANTINE, INTERACTIONS_SILVER, INGEST_MANIFEST, ITEMS,
         USER_INDEX, ITEM_INDEX, USER_FEATURES, ITEM_FEATURES, INTERACTIONS_SPLIT, USER_FACTORS, ITEM_FACTORS,
-        ITEM_SIMILARITY, ITEM_EMBEDDINGS, CANDIDATES, METRICS, RECOMMENDATIONS, RECOMMENDATIONS_LATEST, STAGE_RUNS,
+        ITEM_SIMILARITY, ITEM_EMBEDDINGS, CANDIDATES, METRICS, RECOMMENDATIONS, RECOMMENDATIONS_LATEST, TUNED_PARAMS,
+        STAGE_RUNS,
     )
 }
 

@@ -122,3 +122,19 @@ INGEST_MANIFEST = T.StructType(
         T.StructField("ingest_date", T.DateType(), False),  # bronze/silver partition of its rows
     ]
 )
+
+# One row per tuned algorithm (the tuned_params table, partitioned by algorithm): the params the
+# tune stage chose on the validation carve, which the nightly refits use instead of searching.
+TUNED_PARAMS = T.StructType(
+    [
+        T.StructField("algorithm", T.StringType(), False),  # als | ...
+        T.StructField("params", T.StringType(), False),  # JSON object of the chosen params
+        T.StructField("selection_metric", T.StringType(), False),  # e.g. ndcg_at_10
+        T.StructField("validation_metric", T.DoubleType(), False),  # the chosen params' value of it
+        T.StructField("trials", T.IntegerType(), False),  # grid points tried
+        T.StructField("split_protocol", T.StringType(), False),  # interactions_split's protocol label
+        T.StructField("run_date", T.DateType(), False),  # the tune run that chose them
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("mlflow_run_id", T.StringType(), True),  # its MLflow run (params, trials)
+    ]
+)

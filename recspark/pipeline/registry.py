@@ -29,8 +29,11 @@ STAGES: dict[str, Stage] = {
               reads=(c.INTERACTIONS_SILVER, c.ITEMS),
               writes=(c.USER_INDEX, c.ITEM_INDEX, c.USER_FEATURES, c.ITEM_FEATURES, c.INTERACTIONS_SPLIT),
               settings=("featurize",)),
-        Stage("train-als", f"{_P}.train_als:run_train_als", "ALS search on validation, refit, factor neighbours",
-              reads=(c.INTERACTIONS_SPLIT,), writes=(c.USER_FACTORS, c.ITEM_FACTORS, c.ITEM_SIMILARITY),
+        Stage("tune", f"{_P}.tune:run_tune", "weekly hyperparameter search on the validation carve",
+              reads=(c.INTERACTIONS_SPLIT,), writes=(c.TUNED_PARAMS,), settings=("als", "evaluation"),
+              time_limit=dt.timedelta(hours=4), nightly=False),
+        Stage("train-als", f"{_P}.train_als:run_train_als", "ALS refit with the tuned params, factor neighbours",
+              reads=(c.INTERACTIONS_SPLIT, c.TUNED_PARAMS), writes=(c.USER_FACTORS, c.ITEM_FACTORS, c.ITEM_SIMILARITY),
               settings=("als", "evaluation"), time_limit=dt.timedelta(hours=3)),
         Stage("item-similarity", f"{_P}.item_similarity:run_item_similarity", "co-occurrence item neighbours",
               reads=(c.INTERACTIONS_SPLIT,), writes=(c.ITEM_SIMILARITY,), settings=("similarity",),
@@ -63,6 +66,9 @@ STAGES: dict[str, Stage] = {
 }
 
 NIGHTLY: tuple[str, ...] = tuple(name for name, stage in STAGES.items() if stage.nightly)
+# The weekly tuning run (its own Airflow DAG): searches hyperparameters on the split the nightly
+# wrote and records them in tuned_params, which the following nights refit with.
+WEEKLY: tuple[str, ...] = ("tune",)
 
 
 def stage(name: str) -> Stage:
@@ -83,14 +89,17 @@ def upstream(name: str) -> tuple[str, ...]:
 
 
 def pipeline_spec() -> dict:
-    """The nightly pipeline as the Airflow DAG reads it: per stage its upstream stages and time
-    limit in seconds, in nightly order."""
+    """The pipelines as the Airflow DAGs read them: per stage its upstream stages and time limit
+    in seconds, the nightly stages (``stages``) in nightly order and the weekly ones (``weekly``,
+    upstream within the weekly run only)."""
+    def entry(name: str, upstream_stages: tuple[str, ...]) -> dict:
+        return {"name": name, "upstream": list(upstream_stages),
+                "time_limit_s": int(STAGES[name].time_limit.total_seconds()), "description": STAGES[name].description}
+
     return {
-        "stages": [
-            {"name": name, "upstream": list(upstream(name)),
-             "time_limit_s": int(STAGES[name].time_limit.total_seconds()), "description": STAGES[name].description}
-            for name in NIGHTLY
-        ]
+        "stages": [entry(name, upstream(name)) for name in NIGHTLY],
+        "weekly": [entry(name, tuple(s for s in WEEKLY[: WEEKLY.index(name)] if s in STAGES[name].after))
+                   for name in WEEKLY],
     }
 
 

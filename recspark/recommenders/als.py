@@ -82,6 +82,9 @@ class AlsSettings:
     # auto runs the implicit library on the driver when the pairs fit memory_budget_mb (MiB).
     engine: str = "auto"
     memory_budget_mb: float = 2048.0
+    # Refit with the newest params of the weekly tune stage (tuned_params) instead of searching
+    # als.grid every night; without tuned params train-als searches itself.
+    use_tuned_params: bool = True
 
     def __post_init__(self) -> None:
         self.engine_settings()  # validates engine and memory_budget_mb

@@ -17,13 +17,14 @@ from pyspark.sql import functions as F
 from movielens_subset import write_movielens_subset
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
-from recspark.pipeline.registry import NIGHTLY, STAGES, upstream
+from recspark.pipeline.registry import NIGHTLY, STAGES, WEEKLY, upstream
 
 pytestmark = pytest.mark.airflow
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
 DAG_ID = "recspark_nightly"
+TUNE_DAG_ID = "recspark_tune"
 LOGICAL_DATE = "2026-11-20"
 
 DESCRIBE_DAG = """
@@ -83,6 +84,18 @@ def dag_description(airflow_env):
     done = subprocess.run([AIRFLOW_BIN / "python", "-c", script], env=airflow_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_weekly_tune_dag_runs_the_weekly_stages_and_does_not_catch_up(airflow_env):
+    script = DESCRIBE_DAG.format(folder=str(REPO / "airflow_dags"), dag_id=TUNE_DAG_ID)
+    done = subprocess.run([AIRFLOW_BIN / "python", "-c", script], env=airflow_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tune = json.loads(done.stdout.strip().splitlines()[-1])
+    assert tune["import_errors"] == {} and tune["catchup"] is False and tune["max_active_runs"] == 1
+    assert sorted(tune["tasks"]) == sorted(WEEKLY) == ["tune"]
+    task = tune["tasks"]["tune"]
+    assert task["application_args"][-3:] == ["--run-date", "{{ ds }}", "tune"] and task["upstream"] == []
+    assert task["timeout_s"] == STAGES["tune"].time_limit.total_seconds()
 
 
 def test_dag_imports_without_errors(dag_description):
