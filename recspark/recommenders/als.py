@@ -85,6 +85,13 @@ class AlsSettings:
     # Refit with the newest params of the weekly tune stage (tuned_params) instead of searching
     # als.grid every night; without tuned params train-als searches itself.
     use_tuned_params: bool = True
+    # Nights between full refits: in between, users new or changed since the last full fit get
+    # factors by fold-in against its item factors (recspark.recommenders.fold_in); 0 refits in
+    # full every night.
+    full_retrain_every_days: int = 7
+    # Drift rule: a full refit is due as soon as more than this share of the users with factors
+    # would be folded in since the last full fit.
+    max_share_folded_in: float = 0.2
 
     def __post_init__(self) -> None:
         self.engine_settings()  # validates engine and memory_budget_mb
@@ -98,6 +105,10 @@ class AlsSettings:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.factor_similarity_top_n < 0:
             raise ValueError(f"factor_similarity_top_n: must be >= 0, got {self.factor_similarity_top_n}")
+        if self.full_retrain_every_days < 0:
+            raise ValueError(f"full_retrain_every_days: must be >= 0, got {self.full_retrain_every_days}")
+        if not 0.0 <= self.max_share_folded_in <= 1.0:
+            raise ValueError(f"max_share_folded_in: must be in [0, 1], got {self.max_share_folded_in}")
 
     def engine_settings(self):
         """The :class:`~recspark.recommenders.als_engines.AlsEngineSettings` of these settings."""

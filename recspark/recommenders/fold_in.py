@@ -148,6 +148,15 @@ def fold_in_users(interactions: DataFrame, item_factors: DataFrame, settings: Fo
     return per_user.mapInPandas(solve_batches, f"{user_col} int, features array<float>")
 
 
+def changed_users(before: DataFrame, after: DataFrame, settings: FoldInSettings) -> DataFrame:
+    """(user_col) of the users whose pairs differ between two interaction frames (user_col,
+    item_col, implicit_rating_col): a pair added, removed or with another r, and users present in
+    only one of them (new users)."""
+    columns = [settings.user_col, settings.item_col, settings.implicit_rating_col]
+    old, new = before.select(columns), after.select(columns)
+    return old.subtract(new).select(settings.user_col).union(new.subtract(old).select(settings.user_col)).distinct()
+
+
 def merge_user_factors(user_factors: DataFrame, folded_in: DataFrame, user_col: str = "user_idx") -> DataFrame:
     """``user_factors`` with the rows of the users in ``folded_in`` replaced by (or added from)
     ``folded_in``; both (user_col int, features array<float>)."""
