@@ -9,6 +9,7 @@ from chispa import assert_df_equality
 
 from recspark.config import ConfigError, load_config
 from recspark.evaluation import ranking_metrics
+from recspark.io.tracking import MlflowSettings, stage_run
 from recspark.recommenders.als import ALSRecommender, ALSRecommenderModel, AlsSettings
 from recspark.recommenders.als_engines import (
     AlsEngineSettings,
@@ -129,3 +130,19 @@ def test_the_als_section_carries_the_engine_and_validates_it_at_load():
         load_config(None, ["als.engine=spark"])
     with pytest.raises(ConfigError, match="als.memory_budget_mb must be > 0"):
         load_config(None, ["als.memory_budget_mb=0"])
+
+
+def test_the_implicit_engines_model_logs_and_loads_as_an_mlflow_spark_model(spark, planted, tmp_path):
+    import mlflow.spark
+
+    train, test = planted
+    model = fit_als(ESTIMATOR.copy(max_iter=2), train, AlsEngineSettings(engine="implicit"))
+    config = MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="implicit-engine")
+    with stage_run(config, "train-als", "2024-01-01", "local-id") as tracker:
+        uri = tracker.log_spark_model(model.als_model, "als_model")
+    mlflow.set_tracking_uri(config.tracking_uri)
+    loaded = mlflow.spark.load_model(uri)
+    pairs = test.select("user_idx", "item_idx").limit(20)
+    expected = {(r.user_idx, r.item_idx): r.prediction for r in model.predict(pairs).collect()}
+    got = {(r.user_idx, r.item_idx): r.prediction for r in loaded.transform(pairs).collect()}
+    assert got.keys() == expected.keys() and got == pytest.approx(expected)
