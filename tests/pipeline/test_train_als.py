@@ -21,13 +21,12 @@ from recspark.recommenders.popularity import PopularityRecommender
 from recspark.recommenders.topk import top_k_by_dot_product
 from tiny_warehouse import split_frame, tiny_config, write_split
 
-pytestmark = pytest.mark.unit
-
 NIGHT = dt.date(2026, 3, 1)
 OLD_USERS, NEW_USERS = 60, 6
 PAIRS = "user_idx int, item_idx int, confidence double"
 
 
+@pytest.mark.integration  # whole stages through the runner
 def test_a_user_added_after_the_full_fit_is_folded_in_and_gets_personal_lists(spark, tmp_path):
     config = tiny_config(tmp_path / "wh")
     old_train, old_test = planted_pairs(OLD_USERS)
@@ -73,6 +72,7 @@ def test_a_user_added_after_the_full_fit_is_folded_in_and_gets_personal_lists(sp
     assert third.full_fit == 1 and third.users_with_factors == OLD_USERS + NEW_USERS
 
 
+@pytest.mark.unit
 def test_the_schedule_new_params_and_explicit_models_force_a_full_refit(tmp_path):
     config = load_config(None, [f"warehouse={tmp_path}", "als.full_retrain_every_days=7"])
     fitted = {"als.full_fit_date": "2026-03-01", "als.implicit_prefs": "True", "als.params_from": "in-stage search"}

@@ -13,7 +13,7 @@ from recspark.io.delta import DeltaTables
 from recspark.pipeline.runner import run_stage
 from tiny_warehouse import planted_split, tiny_config, write_split
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # whole stages through the runner
 
 NIGHT = dt.date(2026, 3, 1)
 
