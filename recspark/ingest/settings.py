@@ -96,6 +96,11 @@ class IngestSettings:
             raise SourceConfigError(
                 f"ingest.future_tolerance_hours must be >= 0, got {self.future_tolerance_hours!r}"
             )
+        if self.preset is None and not any(s.kind == "interactions" for s in self.sources):
+            raise SourceConfigError(
+                "ingest: no interactions source configured: ingest.preset is null and ingest.sources has no "
+                "source of kind interactions"
+            )
         names = [s.name for s in self.sources]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
