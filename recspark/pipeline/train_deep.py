@@ -47,6 +47,9 @@ def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
     tables, tracker, config = ctx.tables, ctx.tracker, ctx.config
     dc = config.deep
     settings = dc.train
+    if not dc.models:
+        log.info("train-deep %s: deep.models is empty, nothing to train", ctx.run_date)
+        return DeepTrainingSummary(0, 0, 0, 0)
     use_gpu = use_gpu_for(dc.use_gpu)
     num_users = tables.read(USER_INDEX).agg(F.max("user_idx")).first()[0] + 1
     item_index = tables.read(ITEM_INDEX)
@@ -57,6 +60,8 @@ def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
     train_pairs = train_pairs.select("user_idx", "item_idx").localCheckpoint()
     validation = validation.select("user_idx", "item_idx").localCheckpoint()
     embeddings = tables.read_if_exists(ITEM_EMBEDDINGS)
+    if embeddings is not None and embeddings.isEmpty():
+        embeddings = None
     item_features = None if embeddings is None else item_feature_matrix(embeddings, num_items)
     with ctx.measure("deep.examples"):
         examples = training_examples(

@@ -6,7 +6,9 @@ seeded hyperparameter search on a validation split, and exact top-K from the fac
 ``user_factors`` / ``item_factors`` tables), recommends with the blocked top-K of
 :mod:`recspark.recommenders.topk` (seen items excluded, unlike ``recommendForAllUsers``) and
 predicts ratings for (user, item) pairs. :func:`search_als` fits every point of a parameter
-grid on a training frame and ranks them by a ranking metric on a validation frame.
+grid on a training frame and ranks them by a ranking metric on a validation frame; on training
+pairs without any rating (weight-only implicit sources: play counts, seconds played) it skips
+the explicit points and says so in one log line.
 
 Implicit mode (Hu, Koren & Volinsky 2008) treats every observed pair as a positive with
 confidence ``1 + alpha * r``; ``r`` is the ``implicit_rating_col`` (by default the
@@ -182,6 +184,11 @@ class ALSRecommender:
             F.col(self.item_col).cast("int").alias(self.item_col),
             F.col(value_col).cast("float").alias("_r"),
         )
+        if not rows.take(1):
+            raise ValueError(
+                f"{'implicit' if self.implicit_prefs else 'explicit'} ALS has nothing to fit: no row has a "
+                f"non-null {value_col!r}"
+            )
         als = ALS(
             rank=self.rank,
             regParam=self.reg_param,
@@ -304,7 +311,18 @@ def search_als(
     result = SearchResult(metric=metric)
     seen = train.select(base.user_col, base.item_col)
     users = validation.select(base.user_col).distinct()
-    for point in expand_grid(grid):
+    points = expand_grid(grid)
+    explicit = [point for point in points if point.get("implicit_prefs", base.implicit_prefs) is False]
+    if explicit and not has_ratings(train, base.rating_col):
+        points = [point for point in points if point not in explicit]
+        if not points:
+            raise ValueError(
+                f"als.grid: every point is explicit (implicit_prefs false) but no training pair has a "
+                f"{base.rating_col!r}; add implicit_prefs: true for a source without ratings"
+            )
+        log.info("ALS search: no training pair has a %r, skipping %d explicit grid point(s)",
+                 base.rating_col, len(explicit))
+    for point in points:
         estimator = base.copy(**point)
         started = time.perf_counter()
         model = estimator.fit(train)
@@ -320,6 +338,13 @@ def search_als(
         log.info("ALS trial %s: %s=%.4f (%.1fs)", point, metric, scores[metric], trial.fit_seconds)
     return result
 
+
+def has_ratings(interactions: DataFrame, rating_col: str = "rating") -> bool:
+    """Whether any row of ``interactions`` has a non-null ``rating_col`` (false when the column
+    is absent): explicit ALS needs at least one."""
+    if rating_col not in interactions.columns:
+        return False
+    return bool(interactions.where(F.col(rating_col).isNotNull()).limit(1).take(1))
 
 
 def _parse_bool(value: str) -> bool:
