@@ -6,7 +6,7 @@ import logging
 import pytest
 from pyspark.sql import functions as F
 
-from recspark.recommenders.als import ALSRecommender, expand_grid, search_als
+from recspark.recommenders.als import ALSRecommender, blocks_for, expand_grid, search_als
 
 pytestmark = pytest.mark.unit
 
@@ -81,11 +81,16 @@ def test_explicit_mode_ignores_pairs_without_a_rating(spark):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"rank": 0}, "rank"), ({"max_iter": 1.5}, "max_iter"), ({"reg_param": -1}, "reg_param"), ({"alpha": -0.1}, "alpha")],
+    [({"rank": 0}, "rank"), ({"max_iter": 1.5}, "max_iter"), ({"reg_param": -1}, "reg_param"), ({"alpha": -0.1}, "alpha"),
+     ({"num_blocks": 0}, "num_blocks")],
 )
 def test_invalid_params_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ALSRecommender(**kwargs)
+
+
+def test_blocks_grow_with_the_data_and_stop_at_mllibs_default():
+    assert [blocks_for(n) for n in (1, 50_000, 50_001, 75_000, 499_999, 20_000_000)] == [1, 1, 2, 2, 10, 10]
 
 
 def test_missing_input_column_is_named(spark):
