@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from recspark.evaluation import ranking_metrics
 from recspark.evaluation.ranking import RANKING_METRIC_KEYS
+from recspark.progress import Progress
 from recspark.recommenders.topk import top_k_by_dot_product
 
 log = logging.getLogger(__name__)
@@ -346,6 +347,7 @@ def search_als(
             )
         log.info("ALS search: no training pair has a %r, skipping %d explicit grid point(s)",
                  base.rating_col, len(explicit))
+    progress = Progress("ALS search", total=len(points), unit="trials", interval_s=60.0, terminal=False)
     for point in points:
         estimator = base.copy(**point)
         started = time.perf_counter()
@@ -360,6 +362,7 @@ def search_als(
         if scores[metric] > best:
             result.best_index = len(result.trials) - 1
         log.info("ALS trial %s: %s=%.4f (%.1fs)", point, metric, scores[metric], trial.fit_seconds)
+        progress.advance()
     return result
 
 
