@@ -30,6 +30,7 @@ from typing import Any
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from recspark.evaluation import ranking_metrics
 from recspark.evaluation.ranking import RANKING_METRIC_KEYS
@@ -222,6 +223,16 @@ class ALSRecommender:
         return ALSRecommenderModel(als.fit(rows), self.user_col, self.item_col, self.params())
 
 
+def _factor_frame(factors: DataFrame, id_col: str) -> DataFrame:
+    """MLlib's (id, features) factors as (``id_col``, features array<float>). MLlib's features
+    are already array<float>: they are cast only when not, since a no-op cast that the optimizer
+    removes makes Spark warn on every checkpoint of the frame (LogicalRDD output mismatch)."""
+    features = F.col("features")
+    if factors.schema["features"].dataType.elementType != T.FloatType():
+        features = features.cast("array<float>")
+    return factors.select(F.col("id").alias(id_col), features.alias("features"))
+
+
 PAIRS_PER_BLOCK = 50_000
 MAX_AUTO_BLOCKS = 10  # MLlib's default
 
@@ -246,12 +257,8 @@ class ALSRecommenderModel:
         self.user_col = user_col
         self.item_col = item_col
         self.params = params
-        self.user_factors = als_model.userFactors.select(
-            F.col("id").alias(user_col), F.col("features").cast("array<float>").alias("features")
-        )
-        self.item_factors = als_model.itemFactors.select(
-            F.col("id").alias(item_col), F.col("features").cast("array<float>").alias("features")
-        )
+        self.user_factors = _factor_frame(als_model.userFactors, user_col)
+        self.item_factors = _factor_frame(als_model.itemFactors, item_col)
 
     def recommend(
         self, k: int, seen: DataFrame | None = None, users: DataFrame | None = None
