@@ -35,7 +35,7 @@ run: setup
 
 # Two workers, whole files per worker: the long integration, Airflow and cluster modules run side by side.
 test: setup airflow-setup
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --durations=30
 
 # Unit tests only (no whole jobs, no cluster daemons, no Airflow): the edit-run loop.
 test-fast: setup

@@ -141,9 +141,13 @@ class ContentModel:
         """Top ``k`` items per distinct user of ``users`` (user_idx): (user_idx, item_idx,
         ``score`` float, ``rank`` 1..k). ``seen`` (user_idx, item_idx) pairs are excluded;
         ``items`` (item_idx), optional, restricts the candidates (e.g. to new items).
-        Users without a profile get the most popular items."""
+        Users without a profile get the most popular items. No item embeddings (a catalogue
+        without any item text): no rows."""
         _require(users, ["user_idx"], "users")
-        dimension = len(self.items.select("embedding").first()["embedding"])
+        first = self.items.select("embedding").first()
+        if first is None:
+            return users.sparkSession.createDataFrame([], "user_idx int, item_idx int, score float, rank int")
+        dimension = len(first["embedding"])
         n = F.coalesce(F.col("n_items"), F.lit(0)).cast("double")
         weight = F.when(n == 0, F.lit(0.0)).otherwise(n / (n + F.lit(float(self.popularity_shrinkage))))
         zeros = F.array_repeat(F.lit(0.0).cast("float"), dimension)

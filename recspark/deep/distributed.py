@@ -21,7 +21,7 @@ import torch
 
 from recspark.deep.models import build_model, rebuild_model
 from recspark.deep.ranking import full_catalog_validator
-from recspark.deep.training import TrainResult, TrainSettings, set_seeds, train_model
+from recspark.deep.training import TrainResult, TrainSettings, set_seeds, train_model, warm_start
 
 
 @dataclass
@@ -31,7 +31,8 @@ class TrainJob:
     ``converter``: the Petastorm converter of the training examples (user_idx, item_idx, label).
     ``val_pairs`` / ``seen_pairs``: int64 ``[n, 2]`` (user_idx, item_idx) for the full-catalogue
     validator. ``item_features``: float32 ``[num_items, d]`` or None. ``checkpoint_dir``: where
-    rank 0 keeps each improving epoch's weights (None: no checkpoints).
+    rank 0 keeps each improving epoch's weights (None: no checkpoints). ``initial_state``: a
+    previous night's state dict to start from (:func:`~recspark.deep.training.warm_start`).
     """
 
     model_name: str
@@ -44,6 +45,7 @@ class TrainJob:
     seen_pairs: np.ndarray
     item_features: np.ndarray | None = None
     checkpoint_dir: str | None = None
+    initial_state: dict[str, Any] | None = None
 
 
 def use_gpu_for(preference: str) -> bool:
@@ -74,6 +76,8 @@ def train_on_rank(job: TrainJob) -> dict[str, Any]:
         set_seeds(job.settings.seed)
         features = torch.as_tensor(job.item_features) if job.item_features is not None else None
         model = build_model(job.model_name, job.num_users, job.num_items, item_features=features, **job.model_params)
+        if job.initial_state is not None:
+            warm_start(model, job.initial_state)
         validate = None
         if rank == 0 and len(job.val_pairs):
             validate = full_catalog_validator(job.val_pairs, job.seen_pairs, job.num_items, k=job.settings.k)

@@ -49,7 +49,10 @@ class TrainSettings:
     negatives) or ``"in_batch_softmax"`` (models whose ``forward`` takes ``in_batch=True``, i.e.
     the two-tower: softmax of each positive pair against the other positives' items in the
     batch, the same item elsewhere in the batch masked; rows labelled 0 are ignored); under a
-    config it is the model's entry in ``deep.losses``.
+    config it is the model's entry in ``deep.losses``. ``time_budget_s``: wall seconds one model's
+    training may take (validation included); no epoch starts that would, at the mean epoch time
+    so far, end past it (the first epoch always runs). None: no budget, only ``epochs`` and
+    ``patience`` bound the training.
     """
 
     epochs: int = 10
@@ -63,11 +66,14 @@ class TrainSettings:
     mixed_precision: bool = True
     cpu_threads: int | None = None
     loss: str = field(default="bce", metadata={DERIVED: "deep.losses"})
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s: must be > 0 or null, got {self.time_budget_s}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads: must be >= 1 or null, got {self.cpu_threads}")
         if self.loss not in LOSSES:
@@ -109,6 +115,9 @@ class DeepSettings:
     petastorm_cache_dir: str | None = None
     export_dir: str | None = None  # Parquet shards for ``python -m recspark.deep.standalone``
     model_dir: str | None = None  # checkpoints the rerank stage loads
+    # Start each model from the previous night's checkpoint (tensors that still fit; new users'
+    # and items' rows start fresh); false trains from scratch every night.
+    warm_start: bool = True
     scoring_batch_size: int = 65536
     rerank_sources: list[str] = field(default_factory=lambda: ["als", "item_item", "content", "popularity"])
     hybrid_sources: list[str] = field(

@@ -179,6 +179,28 @@ def save_checkpoint(model: nn.Module, path: Path, **extra: Any) -> None:
     torch.save(checkpoint, path)
 
 
+def warm_start(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Copy a previous night's weights ``state`` into ``model`` where they fit and return the
+    names copied. A tensor of the same shape is copied; one with the same trailing shape and
+    fewer rows (the embedding table of a user base or catalogue that grew since: ids are stable,
+    so row i is still the same user or item) gets the old rows, its new rows keep their fresh
+    initialisation; anything else keeps its fresh initialisation."""
+    copied = []
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            old = state.get(name)
+            if old is None or old.dim() != tensor.dim() or old.shape[1:] != tensor.shape[1:]:
+                continue
+            if old.dim() == 0 or old.shape[0] == tensor.shape[0]:
+                tensor.copy_(old)
+            elif old.shape[0] < tensor.shape[0]:
+                tensor[: old.shape[0]].copy_(old)
+            else:
+                continue
+            copied.append(name)
+    return copied
+
+
 def train_model(
     model: nn.Module,
     make_train_batches: Callable[[int], Iterable[Batch]],
@@ -192,8 +214,9 @@ def train_model(
     ``make_train_batches(epoch)`` yields batches (mappings with ``user_idx``, ``item_idx`` and a
     float ``label`` in [0, 1], NumPy arrays or tensors) for this rank. ``validate(model)`` returns
     metrics including ``ndcg@{settings.k}``; the best epoch by that metric is kept and training
-    stops after ``settings.patience`` epochs without improvement. Without ``validate`` every
-    epoch runs and the last is kept. With ``checkpoint_dir`` each improving epoch's weights go to
+    stops after ``settings.patience`` epochs without improvement, or before an epoch that would
+    overrun ``settings.time_budget_s`` (``budget_stop`` in the record). Without ``validate`` every
+    epoch runs (within the budget) and the last is kept. With ``checkpoint_dir`` each improving epoch's weights go to
     ``epoch_NNN.pt`` there (rank 0). ``on_epoch(record)`` (rank 0) gets ``epoch``, ``loss`` (mean
     per sample over all ranks), ``samples`` (all ranks), ``samples_per_s`` (all ranks, training
     wall time), ``loader_s`` and ``step_s`` (rank 0's seconds waiting for batches and in
@@ -232,6 +255,7 @@ def train_model(
     history: list[dict[str, Any]] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch, best_metric, epochs_since_best = -1, -math.inf, 0
+    training_started = time.perf_counter()
     for epoch in range(settings.epochs):
         module.train()
         start = time.perf_counter()
@@ -271,6 +295,10 @@ def train_model(
             improved = best_state is None or metrics[metric_name] > best_metric
             epochs_since_best = 0 if improved else epochs_since_best + 1
             stop = epochs_since_best >= settings.patience
+        if rank == 0 and settings.time_budget_s is not None:
+            spent = time.perf_counter() - training_started
+            record["budget_stop"] = spent + spent / (epoch + 1) > settings.time_budget_s
+            stop = stop or record["budget_stop"]
         metric = record.get(metric_name, math.nan)
         if distributed:
             decision = torch.tensor([improved, stop, metric], dtype=torch.float64, device=device)
@@ -296,6 +324,19 @@ def train_model(
         best_epoch=best_epoch,
         best_metric=best_metric if validate is not None else math.nan,
     )
+
+
+def previous_night_state(path: str | os.PathLike, model_name: str, run_date: str) -> dict[str, torch.Tensor] | None:
+    """The weights of the checkpoint at ``path`` when it holds ``model_name`` trained on a night
+    before ``run_date`` (ISO date); None otherwise (none yet, another model, or tonight's own: a
+    rerun of a night starts from the same weights as its first attempt)."""
+    if not Path(path).exists():
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    trained_on = checkpoint.get("run_date")
+    if checkpoint.get("model_name") != model_name or trained_on is None or trained_on >= run_date:
+        return None
+    return checkpoint["state_dict"]
 
 
 def load_checkpoint(path: str | os.PathLike) -> nn.Module:

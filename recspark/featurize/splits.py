@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLIT_METHODS = ("time", "leave_last_n", "random_stratified")
+TIME_ORDERED_METHODS = ("time", "leave_last_n")  # need event times that differ
 STRATIFY_COLUMNS = {"user": ("user_id", "item_id"), "item": ("item_id", "user_id")}
 # percentile_approx accuracy for computed time cutoffs: rank error at most 1e-5 of the rows.
 PERCENTILE_ACCURACY = 100_000
@@ -79,10 +80,27 @@ def split_interactions(user_item: DataFrame, split: SplitSettings) -> DataFrame:
 
     ``user_item`` needs ``user_id``, ``item_id`` and ``event_ts``; its other columns are kept.
     ``split.method`` picks :func:`time_split`, :func:`leave_last_n_split` or
-    :func:`random_stratified_split` (``split`` was validated when it was built).
+    :func:`random_stratified_split` (``split`` was validated when it was built). The time-ordered
+    methods refuse data whose pairs all share one ``event_ts`` (:func:`require_event_time_spread`).
     """
     methods = {"time": time_split, "leave_last_n": leave_last_n_split, "random_stratified": random_stratified_split}
+    if split.method in TIME_ORDERED_METHODS:
+        require_event_time_spread(user_item, f"featurize.split.method {split.method}")
     return methods[split.method](user_item, split)
+
+
+def require_event_time_spread(user_item: DataFrame, needed_by: str) -> None:
+    """ValueError naming ``needed_by`` when every row of ``user_item`` has the same ``event_ts``
+    (or none): the case of a source without event times whose ``event_ts`` was filled with one
+    value (``event_time: run_date`` or ``constant``), where "earlier" and "later" mean nothing.
+    One small Spark job (at most two distinct values are looked for)."""
+    values = user_item.where(F.col("event_ts").isNotNull()).select("event_ts").distinct().limit(2).count()
+    if values < 2:
+        raise ValueError(
+            f"{needed_by} orders pairs by event time, but every pair has the same event_ts (a source "
+            f"without event times, filled by event_time: run_date or constant?); use featurize.split.method "
+            f"random_stratified, or give the source its event times"
+        )
 
 
 def _parse_cutoff(value: str, name: str) -> float:

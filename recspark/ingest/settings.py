@@ -89,12 +89,25 @@ class IngestSettings:
     # their rows into silver; false re-reads every file of every source each run.
     incremental: bool = False
 
+    @property
+    def dataset_name(self) -> str:
+        """What the interactions are called in metrics and reports: the preset, else the
+        interactions sources' names joined by "+"."""
+        if self.preset is not None:
+            return self.preset
+        return "+".join(s.name for s in self.sources if s.kind == "interactions")
+
     def __post_init__(self) -> None:
         if self.preset is not None and self.preset not in PRESETS:
             raise SourceConfigError(f"ingest.preset must be one of {list(PRESETS)} or null, got {self.preset!r}")
         if self.future_tolerance_hours < 0:
             raise SourceConfigError(
                 f"ingest.future_tolerance_hours must be >= 0, got {self.future_tolerance_hours!r}"
+            )
+        if self.preset is None and not any(s.kind == "interactions" for s in self.sources):
+            raise SourceConfigError(
+                "ingest: no interactions source configured: ingest.preset is null and ingest.sources has no "
+                "source of kind interactions"
             )
         names = [s.name for s in self.sources]
         repeated = sorted({n for n in names if names.count(n) > 1})

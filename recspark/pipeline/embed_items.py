@@ -5,7 +5,9 @@ model ``embedding.model`` (see :mod:`recspark.content.embeddings`); items whose 
 model match the existing table are kept as they are, so a nightly run encodes only new or
 changed items (commit metadata ``embedding.encoded`` counts them). ``item_embeddings`` columns:
 item_idx (the stable id of ``item_index``), item_id, embedding (array<float>, L2-normalised),
-model, text_hash; replaced whole in one commit.
+model, text_hash; replaced whole in one commit. Items without any text (no ``items`` table, as
+for a play-count source without an item file, or empty fields) get no embedding, so the content
+source and the cold-start evaluation leave them out.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ class EmbeddingCounts:
 
 def run_embed_items(ctx: StageContext) -> EmbeddingCounts:
     tables, ec = ctx.tables, ctx.config.embedding
-    texts = item_texts(tables.read(ITEMS), tables.read(ITEM_INDEX), ec.text_fields)
+    texts = item_texts(tables.read_or_empty(ITEMS), tables.read(ITEM_INDEX), ec.text_fields)
+    texts = texts.where(F.length("text") > 0)  # items without any text get no embedding
     existing = tables.read_if_exists(ITEM_EMBEDDINGS)
     todo, kept = items_to_embed(texts, None if existing is None else existing.localCheckpoint(), ec.model)
     with ctx.measure("embed_items.encode"):

@@ -76,7 +76,7 @@ def run_evaluate(ctx: StageContext) -> EvaluationSummary:
     tables, tracker, config = ctx.tables, ctx.tracker, ctx.config
     k = config.evaluation.k
     protocol, _ = split_protocol(tables.latest_metadata(INTERACTIONS_SPLIT))
-    dataset = config.evaluation.dataset or config.ingest.preset or config.ingest.data_dir
+    dataset = config.evaluation.dataset or config.ingest.dataset_name
     split = tables.read(INTERACTIONS_SPLIT)
     truth = split.where(F.col("split") == "test").select("user_idx", "item_idx", "rating").cache()
     history = split.where(F.col("split") != "test").select("user_idx", "item_idx").cache()

@@ -93,7 +93,7 @@ def run_publish(ctx: StageContext) -> PublishResult:
     history = tables.read(INTERACTIONS_SPLIT).where(F.col("split") != "test").select("user_idx", "item_idx")
     similarities = tables.read(ITEM_SIMILARITY).where(F.col("method") == COOCCURRENCE_METHOD)
     item_index = tables.read(ITEM_INDEX)
-    items = item_index.join(tables.read(ITEMS).select("item_id", "title"), "item_id", "left")
+    items = item_index.join(tables.read_or_empty(ITEMS).select("item_id", "title"), "item_id", "left")
     lineage = tables.latest_metadata(ITEM_FACTORS)
 
     with ctx.measure("publish.build"):

@@ -10,14 +10,17 @@ attempt left in its output tables (referenced by no Delta version, older than
 Per stage, MLflow gets the stage's settings sections (params ``<section>.<field>``), the Delta
 version of every table it read (``read.<table>``, the version each read actually saw) and wrote
 (``wrote.<table>``), the numbers of its result and the wall time / peak RSS of every measured step.
-The ``stage_runs`` table gets one row per step.
+The ``stage_runs`` table gets one row per step. A run of several stages logs its progress after
+each stage, with an ETA from the stages' median wall times of past nights (``stage_runs``).
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import logging
+import statistics
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -30,6 +33,7 @@ from recspark.io.session import build_spark_session
 from recspark.io.tracking import stage_run
 from recspark.pipeline.registry import stage as declared_stage
 from recspark.pipeline.stage import StageContext, StageTables
+from recspark.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +96,44 @@ def run_stage(name: str, config: Any, run_date: dt.date, run_id: str, spark: Spa
 
 
 def run_stages(names: list[str], config: Any, spark: SparkSession | None = None) -> None:
-    """Run ``names`` in order with one run date and run id."""
+    """Run ``names`` in order with one run date and run id; more than one stage logs progress."""
     run_date = config.effective_run_date()
     run_id = new_run_id(run_date)
+    if len(names) == 1:
+        run_stage(names[0], config, run_date, run_id, spark)
+        return
+    spark = spark or build_spark_session(config.spark)
+    costs = expected_stage_seconds(names, past_stage_times(DeltaTables.from_config(spark, config)))
+    progress = Progress(f"recspark {run_date}", sum(costs.values()), unit="stages", steps=len(names),
+                        interval_s=0.0, terminal=False)
     for name in names:
         run_stage(name, config, run_date, run_id, spark)
+        progress.advance(costs[name], note=f"{name} done")
+
+
+def past_stage_times(delta: DeltaTables, runs: int = 5) -> list[tuple[str, float]]:
+    """(stage, wall seconds) of the whole-stage rows of the last ``runs`` run ids in
+    ``stage_runs`` (empty for a new warehouse)."""
+    if not delta.exists(STAGE_RUNS.name):
+        return []
+    rows = delta.read(STAGE_RUNS.name).where("step = stage").select(
+        "run_id", "stage", "wall_time_s", "finished_at").collect()
+    finished: dict[str, Any] = {}
+    for r in rows:
+        finished[r.run_id] = max(finished.get(r.run_id, r.finished_at), r.finished_at)
+    recent = set(sorted(finished, key=finished.__getitem__)[-runs:])
+    return [(r.stage, r.wall_time_s) for r in rows if r.run_id in recent]
+
+
+def expected_stage_seconds(names: Iterable[str], past: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Each stage's expected cost: its median past wall time; stages never run before get the
+    mean of the others' (1.0 each when none has run, so progress counts stages)."""
+    times: dict[str, list[float]] = {}
+    for stage, seconds in past:
+        times.setdefault(stage, []).append(seconds)
+    medians = {name: statistics.median(times[name]) for name in names if times.get(name)}
+    default = statistics.mean(medians.values()) if medians else 1.0
+    return {name: max(medians.get(name, default), 1e-3) for name in names}
 
 
 def record_stage_run(spark: SparkSession, delta: DeltaTables, ctx: StageContext, steps: list[StageMeasurement]) -> None:

@@ -88,6 +88,17 @@ class StageTables:
     def read_if_exists(self, name: str | Table) -> DataFrame | None:
         return self.read(name) if self.exists(name) else None
 
+    def read_or_empty(self, name: str | Table) -> DataFrame:
+        """The table, or an empty frame with its catalogue schema when it was never written (e.g.
+        ``items`` for a source without an item file)."""
+        existing = self.read_if_exists(name)
+        if existing is not None:
+            return existing
+        schema = table(name).schema
+        if schema is None:
+            raise ValueError(f"table {table(name).name!r} has no catalogue schema to build an empty frame from")
+        return self.delta.spark.createDataFrame([], schema)
+
     def history(self, name: str | Table, limit: int | None = None) -> list[Commit]:
         declared = self._check(name, self._readable, "read")
         commits = self.delta.history(declared, limit)

@@ -27,7 +27,7 @@ from recspark.catalog import INTERACTIONS_SPLIT, ITEM_EMBEDDINGS, ITEM_INDEX, US
 from recspark.deep.distributed import TrainJob, train_distributed, use_gpu_for
 from recspark.deep.examples import item_feature_matrix, pairs_array, training_examples
 from recspark.deep.export import export_training_data
-from recspark.deep.training import checkpoint_path, save_checkpoint
+from recspark.deep.training import checkpoint_path, previous_night_state, save_checkpoint
 from recspark.featurize.splits import split_protocol, tuning_frames
 from recspark.io.petastorm import delete_converter, make_converter
 from recspark.pipeline.stage import StageContext
@@ -47,6 +47,9 @@ def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
     tables, tracker, config = ctx.tables, ctx.tracker, ctx.config
     dc = config.deep
     settings = dc.train
+    if not dc.models:
+        log.info("train-deep %s: deep.models is empty, nothing to train", ctx.run_date)
+        return DeepTrainingSummary(0, 0, 0, 0)
     use_gpu = use_gpu_for(dc.use_gpu)
     num_users = tables.read(USER_INDEX).agg(F.max("user_idx")).first()[0] + 1
     item_index = tables.read(ITEM_INDEX)
@@ -57,6 +60,8 @@ def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
     train_pairs = train_pairs.select("user_idx", "item_idx").localCheckpoint()
     validation = validation.select("user_idx", "item_idx").localCheckpoint()
     embeddings = tables.read_if_exists(ITEM_EMBEDDINGS)
+    if embeddings is not None and embeddings.isEmpty():
+        embeddings = None
     item_features = None if embeddings is None else item_feature_matrix(embeddings, num_items)
     with ctx.measure("deep.examples"):
         examples = training_examples(
@@ -77,9 +82,12 @@ def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
     try:
         for name in dc.models:
             model_settings = dc.settings_for(name)
+            path = checkpoint_path(model_dir, name)
+            initial = previous_night_state(path, name, ctx.run_date.isoformat()) if dc.warm_start else None
+            tracker.log_params({f"{name}.warm_start": initial is not None})
             job = TrainJob(
                 name, dict(dc.model_params.get(name, {})), num_users, num_items, model_settings, converter, val_pairs,
-                seen_pairs, item_features=item_features if name == "two_tower" else None,
+                seen_pairs, item_features=item_features if name == "two_tower" else None, initial_state=initial,
             )
             with ctx.measure(f"deep.train.{name}"):
                 result = train_distributed(job, dc.num_processes, dc.local_mode, use_gpu)
@@ -92,9 +100,8 @@ def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
                                | {f"{name}.loss_function": model_settings.loss})
             tracker.log_metrics({f"{name}.best_epoch": result.best_epoch,
                                  f"{name}.best_ndcg_at_{settings.k}": result.best_metric})
-            path = checkpoint_path(model_dir, name)
             save_checkpoint(result.model, path, best_epoch=result.best_epoch, metric=result.best_metric,
-                            run_id=ctx.run_id)
+                            run_id=ctx.run_id, run_date=ctx.run_date.isoformat())
             model_uri = tracker.log_pytorch_model(result.model, f"{name}_model")
             if model_uri:
                 tracker.log_params({f"{name}.model_uri": model_uri})

@@ -257,7 +257,7 @@ def _factor_frame(spark: SparkSession, ids: np.ndarray, factors: np.ndarray) -> 
 
     frame = pd.DataFrame({"id": ids.astype(np.int32), "features": list(factors.astype(np.float32))})
     schema = StructType(
-        [StructField("id", IntegerType(), nullable=False), StructField("features", ArrayType(FloatType()))]
+        [StructField("id", IntegerType(), nullable=False), StructField("features", ArrayType(FloatType(), containsNull=False))]
     )
     return spark.createDataFrame(frame, schema)
 

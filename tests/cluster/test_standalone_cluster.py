@@ -4,7 +4,8 @@ results compared with the same jobs in local mode, daemons stopped afterwards.
 
 The cluster runs featurize and train-als (jobs/submit.py featurize, jobs/submit.py train-als) on the bundled
 MovieLens cut to its first 60 users, reading the ingested tables a local run wrote; the local run
-continues from a copy of the same warehouse.
+continues from a copy of the same warehouse. ``recspark serve`` then runs as an application of the
+same cluster and answers a BI query (PyHive) with the tables' numbers.
 """
 from __future__ import annotations
 
@@ -157,3 +158,38 @@ def test_cluster_jobs_give_the_local_results(cluster_env, ingested, spark):
     np.testing.assert_allclose(
         np.stack(cluster_factors["features"]), np.stack(local_factors["features"]), rtol=1e-3, atol=1e-4
     )
+
+
+def test_serve_answers_bi_queries_from_the_cluster(cluster_env, ingested, spark, tmp_path):
+    from pyhive import hive
+
+    master_url, status_url, env = cluster_env
+    root, cluster_config = ingested
+    settings = yaml.safe_load(cluster_config.read_text())
+    settings["spark"]["master"] = master_url
+    settings["spark"]["conf"] |= {"spark.executor.memory": "1g", "spark.pyspark.python": sys.executable}
+    serve_config = tmp_path / "serve.yaml"
+    serve_config.write_text(yaml.safe_dump(settings))
+    port, log = free_port(), tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([str(Path(sys.executable).parent / "recspark"), "--config", str(serve_config),
+                                   "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"serve not listening after 120 s:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        cursor = hive.connect("127.0.0.1", port, username="bi").cursor()
+        cursor.execute("SELECT count(*) FROM interactions_silver")
+        expected = DeltaTables.from_config(spark, load_config(cluster_config)).read("interactions_silver").count()
+        assert cursor.fetchall() == [(expected,)]
+        with urllib.request.urlopen(status_url, timeout=10) as response:
+            assert [app["name"] for app in json.load(response)["activeapps"]] == ["recspark"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

@@ -124,6 +124,12 @@ def test_new_users_get_popular_items_and_near_empty_users_a_blend(spark, embeddi
     assert sorted(r.item_idx for r in restricted.collect()) == [3, 3]
 
 
+def test_a_catalogue_without_item_text_gives_no_content_rows(spark, history):
+    model = ContentRecommender(k=2).fit(history, spark.createDataFrame([], EMBEDDINGS))
+    recs = model.recommend(spark.createDataFrame([(0,), (9,)], "user_idx int"), seen=history)
+    assert recs.isEmpty() and recs.columns == ["user_idx", "item_idx", "score", "rank"]
+
+
 def test_content_rejects_bad_parameters_and_input(spark, embeddings):
     with pytest.raises(ValueError, match="k must be"):
         ContentRecommender(k=0)

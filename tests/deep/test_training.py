@@ -17,9 +17,12 @@ from recspark.deep.ranking import full_catalog_validator
 from recspark.deep.training import (
     TrainSettings,
     load_checkpoint,
+    previous_night_state,
+    save_checkpoint,
     select_device,
     set_seeds,
     train_model,
+    warm_start,
 )
 
 pytestmark = pytest.mark.unit
@@ -109,6 +112,42 @@ def test_without_validation_every_epoch_runs_and_the_last_is_kept():
     result = train_model(fresh_model("neumf"), planted_batches(train), settings)
     assert (len(result.history), result.best_epoch) == (2, 1)
     assert math.isnan(result.best_metric)
+
+
+def test_no_epoch_starts_that_would_overrun_the_time_budget(monkeypatch):
+    clock = iter(range(0, 10_000, 10))  # every perf_counter call advances 10 s
+    monkeypatch.setattr("recspark.deep.training.time.perf_counter", lambda: float(next(clock)))
+    train, _ = planted_pairs()
+    result = train_model(fresh_model("neumf"), planted_batches(train), TrainSettings(epochs=10, time_budget_s=100.0, **FAST))
+    spent_per_epoch = 30.0  # start, end of training and end of the epoch: three ticks of 10 s
+    assert len(result.history) < 100.0 / spent_per_epoch + 1
+    assert [r["budget_stop"] for r in result.history] == [False] * (len(result.history) - 1) + [True]
+
+
+def test_warm_start_copies_what_fits_and_new_rows_keep_their_initialisation():
+    old = fresh_model("neumf", seed=1)
+    grown = build_model("neumf", NUM_USERS + 3, NUM_ITEMS, embedding_dim=8)
+    before = {k: v.clone() for k, v in grown.state_dict().items()}
+    copied = warm_start(grown, old.state_dict())
+    assert copied == list(grown.state_dict())
+    for name, tensor in grown.state_dict().items():
+        previous = old.state_dict()[name]
+        if previous.shape == tensor.shape:
+            torch.testing.assert_close(tensor, previous)
+        else:  # a user table grown by 3 rows: old users keep their vectors, new ones their fresh start
+            torch.testing.assert_close(tensor[:NUM_USERS], previous)
+            torch.testing.assert_close(tensor[NUM_USERS:], before[name][NUM_USERS:])
+    wider = build_model("neumf", NUM_USERS, NUM_ITEMS, embedding_dim=16)
+    assert not [n for n in warm_start(wider, old.state_dict()) if "embedding" in n]
+
+
+def test_only_an_earlier_nights_checkpoint_of_the_same_model_warm_starts(tmp_path):
+    path = tmp_path / "neumf.pt"
+    assert previous_night_state(path, "neumf", "2024-06-02") is None
+    save_checkpoint(fresh_model("neumf"), path, run_date="2024-06-01")
+    assert previous_night_state(path, "neumf", "2024-06-02") is not None
+    assert previous_night_state(path, "neumf", "2024-06-01") is None  # a rerun of that night starts fresh
+    assert previous_night_state(path, "two_tower", "2024-06-02") is None
 
 
 def test_bad_batches_and_validators_raise_clear_errors():

@@ -224,3 +224,18 @@ def test_attach_indexes(spark):
         "item_id string, user_id string, event_ts timestamp, user_idx int, item_idx int",
     )
     assert_df_equality(result, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize("config", [dict(method="time"), dict(method="time", test_start="2024-01-08"),
+                                    dict(method="leave_last_n", n=1, min_user_interactions=3)])
+def test_time_ordered_splits_refuse_one_filled_event_time(spark, config):
+    rows = [(u, i, day(1)) for u in ("u1", "u2") for i in ("i1", "i2", "i3", "i4")]  # event_time: run_date
+    with pytest.raises(ValueError, match=f"featurize.split.method {config['method']} orders pairs by event time, "
+                                         "but every pair has the same event_ts"):
+        _split(spark, rows, **config)
+
+
+def test_random_split_accepts_one_filled_event_time(spark):
+    rows = [(u, i, day(1)) for u in ("u1", "u2") for i in ("i1", "i2", "i3", "i4")]
+    counts = {r.split: r["count"] for r in _split(spark, rows, test_ratio=0.25).groupBy("split").count().collect()}
+    assert counts == {"train": 6, "test": 2}

@@ -191,6 +191,8 @@ def test_a_preset_layout_can_be_written_as_yaml_config(tmp_path):
         "ingest:\n"
         "  preset: null\n"
         "  sources:\n"
+        "    - {name: ratings, kind: interactions, paths: [/data/u.data], delimiter: '\\t', header: false,\n"
+        "       columns: {user_id: _c0, item_id: _c1, rating: _c2, event_ts: _c3}}\n"
         "    - name: movies\n"
         "      kind: items\n"
         "      paths: [/data/u.item]\n"
@@ -202,7 +204,7 @@ def test_a_preset_layout_can_be_written_as_yaml_config(tmp_path):
         "      genre_flag_columns: {_c6: Action, _c7: Adventure}\n"
     )
 
-    [source] = load_config(config_file).ingest.sources
+    _, source = load_config(config_file).ingest.sources
 
     assert source == SourceSettings(
         name="movies",

@@ -1,7 +1,6 @@
-"""Whole stages through the CLI on the bundled MovieLens data, and on bad input files."""
+"""The whole nightly through the CLI on the bundled MovieLens data (bad input: test_bad_input.py)."""
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import polars as pl
@@ -12,7 +11,6 @@ from recspark.cli import main
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
 from recspark.pipeline.registry import NIGHTLY, STAGES
-from recspark.sources import CandidateSource, register_source, unregister_source
 
 pytestmark = pytest.mark.integration
 RUN_DATE = "2024-06-01"
@@ -299,124 +297,3 @@ def test_every_stage_read_and_wrote_only_declared_tables_and_mlflow_lists_each_v
     assert {"interactions_split", "candidates", "item_index", "item_features", "stage_runs", "item_embeddings",
             "item_factors"} <= {key.removeprefix("read.") for key in runs["evaluate"].data.params if key.startswith("read.")}
     assert runs["candidates"].data.params["read.user_factors"] == "0"
-
-
-class MostRatedSource(CandidateSource):
-    """A toy plug-in source: the 50 most-rated items a user has not seen."""
-
-    name = "most_rated"
-
-    def fit(self, history, inputs):
-        return MostRatedModel(history.groupBy("item_idx").count().orderBy(F.desc("count"), "item_idx").limit(50))
-
-
-class MostRatedModel:
-    def __init__(self, top):
-        self.top = top
-
-    def recommend(self, users, n, seen):
-        from pyspark.sql import Window
-
-        unseen = users.select("user_idx").distinct().crossJoin(self.top).join(seen, ["user_idx", "item_idx"], "left_anti")
-        order = Window.partitionBy("user_idx").orderBy(F.desc("count"), "item_idx")
-        ranked = unseen.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= n)
-        return ranked.select("user_idx", "item_idx", F.col("count").cast("double").alias("score"), "rank")
-
-
-def test_a_new_candidate_source_is_one_class_and_one_registry_line(movielens_run):
-    root, _, tables, _ = movielens_run
-    register_source(MostRatedSource())
-    try:
-        quiet = ["--set", "mlflow.enabled=false"]
-        assert cli(root / "wh", "candidates", extra=[*quiet, "--set", "candidates.sources=[als, popularity, most_rated]"]) == 0
-        assert cli(root / "wh", "evaluate", extra=quiet) == 0
-        assert cli(root / "wh", "publish", extra=[*quiet, "--set", "publish.sources=[most_rated, popularity]",
-                                                  "--set", "publish.max_relative_drop=1.0"]) == 0
-    finally:
-        unregister_source("most_rated")
-    ndcg = metric_values(tables, "ndcg", 10)
-    assert set(ndcg) >= {"als", "popularity", "most_rated"} and ndcg["most_rated"] > 0
-    published = tables.read("recommendations").where(F.col("run_date") == F.lit(dt.date.fromisoformat(RUN_DATE)))
-    assert {r.source for r in published.select("source").distinct().collect()} <= {"most_rated", "popularity"}
-    assert published.where(F.col("source") == "most_rated").count() > 0.9 * 6100
-
-
-BAD_ROWS = "\n".join(
-    [
-        "user,item,stars,ts",
-        "u1,i1,4.0,1700000000",  # valid
-        "u1,i1,4.0,1700000000",  # exact duplicate
-        "u2,i1,9.0,1700000000",  # rating out of range
-        "u3,i2,abc,1700000000",  # rating not numeric
-        ",i2,3.0,1700000000",  # missing user id
-        "u4,i3,3.0,yesterday",  # timestamp not parseable
-        "u5,i3,3.0,4102444800",  # 2100-01-01: in the future
-        "u6,i4,3.0",  # too few fields
-        "u7,i5,2.5,1700000100",  # valid
-    ]
-)
-
-
-def bad_input_overrides(path, delimiter=","):
-    source = (
-        "{name: events, kind: interactions, paths: [%s], delimiter: '%s', rating_min: 0.5, rating_max: 5.0, "
-        "columns: {user_id: user, item_id: item, rating: stars, event_ts: ts}}" % (path, delimiter)
-    )
-    return ["--set", "ingest.preset=null", "--set", f"ingest.sources=[{source}]", "--set", "mlflow.enabled=false"]
-
-
-def test_bad_rows_are_quarantined_with_reasons_and_nothing_is_lost(spark, tmp_path):
-    path = tmp_path / "events.csv"
-    path.write_text(BAD_ROWS + "\n")
-    assert cli(tmp_path / "wh", "ingest", extra=bad_input_overrides(path)) == 0
-    tables = DeltaTables.from_config(spark, load_config(None, [f"warehouse={tmp_path / 'wh'}"]))
-    silver = tables.read("interactions_silver")
-    assert sorted((r.user_id, r.rating) for r in silver.collect()) == [("u1", 4.0), ("u7", 2.5)]
-    reasons = sorted((r.reason, r.column) for r in tables.read("interactions_quarantine").collect())
-    assert reasons == [
-        ("malformed_row", None),
-        ("missing_user_id", "user_id"),
-        ("rating_not_numeric", "rating"),
-        ("rating_out_of_range", "rating"),
-        ("timestamp_in_future", "event_ts"),
-        ("timestamp_invalid", "event_ts"),
-    ]
-    # 9 rows read = 2 silver + 6 quarantined + 1 duplicate removed
-    assert tables.read("interactions_bronze").count() == 9
-    assert silver.first().event_ts == dt.datetime(2023, 11, 14, 22, 13, 20)
-
-
-def test_wrong_delimiter_fails_clearly_and_keeps_published_tables(spark, tmp_path, caplog):
-    good = tmp_path / "good.csv"
-    good.write_text(BAD_ROWS + "\n")
-    assert cli(tmp_path / "wh", "ingest", extra=bad_input_overrides(good)) == 0
-    semicolons = tmp_path / "semicolons.csv"
-    semicolons.write_text(BAD_ROWS.replace(",", ";") + "\n")
-    assert cli(tmp_path / "wh", "ingest", extra=bad_input_overrides(semicolons)) == 2
-    assert "semicolons.csv" in caplog.text and "delimiter" in caplog.text
-    tables = DeltaTables.from_config(spark, load_config(None, [f"warehouse={tmp_path / 'wh'}"]))
-    assert tables.version("interactions_silver") == 0
-    assert tables.read("interactions_silver").count() == 2
-
-
-def test_unknown_stage_option_and_config_errors_exit_with_code_2(tmp_path, caplog):
-    assert main(["--set", "featurize.split.metod=x", "ingest"]) == 2
-    assert "unknown key" in caplog.text
-
-
-def test_generated_synthetic_logs_ingest_without_loss(spark, tmp_path):
-    settings = ["--set", "mlflow.enabled=false", "--set", f"generate.output_dir={tmp_path / 'syn'}",
-                "--set", "generate.n_interactions=3000", "--set", "generate.n_users=200",
-                "--set", "generate.n_items=150", "--set", "generate.num_partitions=2",
-                "--set", "generate.end_date=2024-05-31",  # before the run date: nothing is in the future
-                "--set", "ingest.preset=synthetic", "--set", f"ingest.data_dir={tmp_path / 'syn'}"]
-    assert cli(tmp_path / "wh", "generate", extra=settings) == 0
-    assert cli(tmp_path / "wh", "ingest", extra=settings) == 0
-    tables = DeltaTables.from_config(spark, load_config(None, [f"warehouse={tmp_path / 'wh'}"]))
-    silver, quarantined = tables.read("interactions_silver").count(), tables.read("interactions_quarantine").count()
-    assert quarantined == 0
-    assert tables.read("interactions_bronze").count() == 3000
-    assert 2950 <= silver <= 3000  # rare same-second duplicates are removed, nothing else
-    assert tables.read("items").count() == 150
-    assert {r.event_type for r in tables.read("interactions_silver").select("event_type").distinct().collect()} == {
-        "rating", "play", "click"}

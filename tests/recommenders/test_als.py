@@ -1,9 +1,12 @@
 """ALS estimator, grid expansion and search on a planted two-community dataset."""
 from __future__ import annotations
 
-import pytest
+import logging
 
-from recspark.recommenders.als import ALSRecommender, expand_grid, search_als
+import pytest
+from pyspark.sql import functions as F
+
+from recspark.recommenders.als import ALSRecommender, blocks_for, expand_grid, search_als
 
 pytestmark = pytest.mark.unit
 
@@ -78,11 +81,16 @@ def test_explicit_mode_ignores_pairs_without_a_rating(spark):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"rank": 0}, "rank"), ({"max_iter": 1.5}, "max_iter"), ({"reg_param": -1}, "reg_param"), ({"alpha": -0.1}, "alpha")],
+    [({"rank": 0}, "rank"), ({"max_iter": 1.5}, "max_iter"), ({"reg_param": -1}, "reg_param"), ({"alpha": -0.1}, "alpha"),
+     ({"num_blocks": 0}, "num_blocks")],
 )
 def test_invalid_params_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ALSRecommender(**kwargs)
+
+
+def test_blocks_grow_with_the_data_and_stop_at_mllibs_default():
+    assert [blocks_for(n) for n in (1, 50_000, 50_001, 75_000, 499_999, 20_000_000)] == [1, 1, 2, 2, 10, 10]
 
 
 def test_missing_input_column_is_named(spark):
@@ -123,3 +131,27 @@ def test_search_rejects_an_unknown_metric(planted):
     train, held_out = planted
     with pytest.raises(ValueError, match="selection metric"):
         search_als(train, held_out, {"rank": [2]}, ALSRecommender(max_iter=1), k=3, metric="ndcg@5")
+
+
+def test_search_skips_explicit_points_once_when_no_pair_has_a_rating(planted, caplog):
+    train, held_out = planted
+    unrated = train.withColumn("rating", F.lit(None).cast("double"))
+    grid = {"implicit_prefs": [True, False], "rank": [2], "reg_param": [0.01, 0.1], "alpha": [10.0]}
+    with caplog.at_level(logging.INFO, logger="recspark.recommenders.als"):
+        result = search_als(unrated, held_out, grid, ALSRecommender(max_iter=5, seed=1), k=HELD_OUT)
+    assert [t.params["implicit_prefs"] for t in result.trials] == [True, True]
+    skips = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert skips == ["ALS search: no training pair has a 'rating', skipping 2 explicit grid point(s)"]
+
+
+def test_search_of_explicit_points_only_without_ratings_names_the_grid(planted):
+    train, held_out = planted
+    with pytest.raises(ValueError, match="als.grid: every point is explicit"):
+        search_als(train.drop("rating"), held_out, {"implicit_prefs": [False], "rank": [2]},
+                   ALSRecommender(max_iter=1), k=HELD_OUT)
+
+
+def test_explicit_fit_without_ratings_is_a_clear_error_not_a_jvm_trace(spark):
+    frame = spark.createDataFrame([(0, 0, None), (1, 1, None)], "user_idx int, item_idx int, rating double")
+    with pytest.raises(ValueError, match="explicit ALS has nothing to fit: no row has a non-null 'rating'"):
+        ALSRecommender(implicit_prefs=False, max_iter=1).fit(frame)
