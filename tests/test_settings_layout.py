@@ -117,7 +117,8 @@ def test_mixed_precision_is_set_from_yaml_flat_or_nested(tmp_path, section):
 
 def test_the_model_loss_and_the_cutoff_come_from_their_one_key():
     config = load_config(None, ["deep.losses={two_tower: in_batch_softmax}", "evaluation.k=20", "deep.epochs=3"])
-    assert config.deep.settings_for("two_tower") == TrainSettings(epochs=3, k=20, loss="in_batch_softmax")
+    defaults = load_config(None).deep.train
+    assert config.deep.settings_for("two_tower") == dataclasses.replace(defaults, epochs=3, k=20, loss="in_batch_softmax")
     assert config.deep.settings_for("neumf").loss == "bce"
     assert load_config(None).deep.train.k == load_config(None).evaluation.k == TrainSettings().k
 
