@@ -36,20 +36,20 @@ class ValidationInputs:
     labels: DataFrame
 
 
-class TestRowsLeaked(ValueError):
+class LeakedTestRowsError(ValueError):
     """Test pairs reached the validation-time inputs."""
 
 
 def validation_inputs(split: DataFrame, tuning_ratio: float, split_seed: int) -> ValidationInputs:
     """:class:`ValidationInputs` of an ``interactions_split`` frame (user_idx, item_idx, split,
-    event_ts, ...); raises :class:`TestRowsLeaked` when a test pair is among the fit rows or the
+    event_ts, ...); raises :class:`LeakedTestRowsError` when a test pair is among the fit rows or the
     validation pairs."""
     fit_rows, validation = tuning_frames(split, tuning_ratio, split_seed)
     pairs = validation.select(*KEYS).distinct()
     test = split.where(F.col("split") == TEST).select(*KEYS)
     for name, frame in (("fit rows", fit_rows), ("validation pairs", pairs)):
         if frame.select(*KEYS).join(test, KEYS, "left_semi").limit(1).count():
-            raise TestRowsLeaked(f"{name} contain test pairs of interactions_split: the test split must never "
+            raise LeakedTestRowsError(f"{name} contain test pairs of interactions_split: the test split must never "
                                  "reach the validation-time models or the ranker")
     return ValidationInputs(fit_rows, pairs, pairs.withColumn("split", F.lit(VALIDATION)))
 

@@ -8,13 +8,13 @@ import pytest
 from pyspark.sql import functions as F
 
 import recspark.ranker.blend as blend_module
-from recspark.ranker.blend import TestRowsLeaked, choose_champion, validation_inputs, validation_ndcg
+from recspark.ranker.blend import LeakedTestRowsError, choose_champion, validation_inputs, validation_ndcg
 from recspark.ranker.lambdarank import LearnedRanker
 from recspark.ranker.settings import RankerSettings
 
 pytestmark = pytest.mark.unit
 
-SPLIT_SCHEMA = "user_idx int, item_idx int, event_ts timestamp, split string"
+SPLIT_SCHEMA = "user_id string, item_id string, user_idx int, item_idx int, event_ts timestamp, split string"
 TS = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 SMALL = RankerSettings(n_estimators=40, num_leaves=4, min_data_in_leaf=5, early_stopping_rounds=10,
                        learning_rate=0.2, num_threads=1, eval_fraction=0.25)
@@ -22,8 +22,8 @@ SMALL = RankerSettings(n_estimators=40, num_leaves=4, min_data_in_leaf=5, early_
 
 def _split(spark, users=40, train_items=10, test_items=3):
     """Every user has train items 0..train_items-1 and test items 100..100+test_items-1."""
-    rows = [(u, i, TS, "train") for u in range(users) for i in range(train_items)]
-    rows += [(u, 100 + i, TS, "test") for u in range(users) for i in range(test_items)]
+    rows = [(f"u{u}", f"i{i}", u, i, TS, "train") for u in range(users) for i in range(train_items)]
+    rows += [(f"u{u}", f"i{100 + i}", u, 100 + i, TS, "test") for u in range(users) for i in range(test_items)]
     return spark.createDataFrame(rows, SPLIT_SCHEMA)
 
 
@@ -46,10 +46,10 @@ def test_a_carve_that_lets_test_rows_through_fails(spark, monkeypatch):
     leaky = lambda frame, ratio, seed: (frame.where(F.col("split") == "train"),  # noqa: E731
                                         frame.where(F.col("split") == "test"))
     monkeypatch.setattr(blend_module, "tuning_frames", leaky)
-    with pytest.raises(TestRowsLeaked, match="validation pairs contain test pairs"):
+    with pytest.raises(LeakedTestRowsError, match="validation pairs contain test pairs"):
         validation_inputs(split, 0.3, split_seed=42)
     monkeypatch.setattr(blend_module, "tuning_frames", lambda frame, ratio, seed: (frame, frame.limit(1)))
-    with pytest.raises(TestRowsLeaked, match="fit rows contain test pairs"):
+    with pytest.raises(LeakedTestRowsError, match="fit rows contain test pairs"):
         validation_inputs(split, 0.3, split_seed=42)
 
 
