@@ -213,7 +213,7 @@ def test_the_ranker_is_trained_on_validation_registered_and_the_champion_recorde
     runs = client.search_runs([client.get_experiment_by_name("recspark").experiment_id])
     rerank_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "rerank")
     artifacts = {a.path for a in client.list_artifacts(rerank_run.info.run_id)}
-    assert {"champion.json", "ranker_feature_importances.json", "hybrid_weights.json", "ranker_model"} <= artifacts
+    assert {"champion.json", "ranker_feature_importances.json", "hybrid_weights.json"} <= artifacts
     champion = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=rerank_run.info.run_id, artifact_path="champion.json", tracking_uri=uri)).read_text())
     assert champion["champion"] == max(champion["validation_ndcg@10"], key=champion["validation_ndcg@10"].get)
