@@ -118,6 +118,14 @@ def recspark_lists(candidates_path: str) -> dict[str, "pl.DataFrame"]:
     return out
 
 
+def recorded_champion(candidates_path: str) -> str | None:
+    """The champion rerank recorded in the candidates table's latest commit (None without one)."""
+    from deltalake import DeltaTable
+
+    history = DeltaTable(candidates_path).history(1)
+    return history[0].get("recspark.champion") if history else None
+
+
 def score(spark: SparkSession, lists: DataFrame, test: DataFrame) -> dict[str, float]:
     metrics = ranking_metrics(lists.select("user_idx", "item_idx", "rank"), test, K, "user_idx", "item_idx")
     return {m: metrics[m] for m in METRICS} | {"n_users": metrics["n_users"]}
@@ -191,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
             lists[name] = (spark.read.parquet(path), "-")
         if protocol == args.recspark_protocol:
             for name, frame in recspark.items():
-                lists[name] = (spark.createDataFrame(frame.to_pandas()), "see README")
+                lists[name] = (spark.createDataFrame(frame.to_pandas()), "pipeline (validation carve)")
         for name, (frame, tuning) in lists.items():
             metrics = score(spark, frame, test)
             results.append({"protocol": protocol, "model": name, "metrics": metrics, "tuning": tuning})
@@ -206,6 +214,13 @@ def main(argv: list[str] | None = None) -> None:
         "cornac: Microsoft Recommenders' MovieLens settings, not tuned (BPR k 200, 100 iterations, lr 0.01, "
         "lambda 0.001; BiVAE k 50, encoder [100], tanh, Poisson, 500 epochs, batch 128, lr 0.001, CPU).",
     ]
+    if args.recspark_candidates:
+        notes.append(
+            f"recspark rows (`{args.recspark_protocol}` protocol only): the candidates of a warehouse built by "
+            "`recspark run` with the default config on the same data and split (ids as strings, per-user 75/25, "
+            "seed 42), cut at rank 10; `ranker` and `hybrid` are the blends rerank trained/tuned on the validation "
+            f"carve; the champion chosen on validation and published: "
+            f"`{recorded_champion(args.recspark_candidates) or 'none recorded'}`.")
     json_path = Path(args.json)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps({"command": command, "results": results}, indent=1))

@@ -38,6 +38,7 @@ from recspark.recommenders.als import AlsSettings
 from recspark.recommenders.item_similarity import SimilaritySettings
 from recspark.recommenders.ease import EaseSettings
 from recspark.recommenders.user_knn import UserKnnSettings
+from recspark.ranker.settings import RankerSettings
 from recspark.report import ReportSettings
 from recspark.serve import ServeSettings
 from recspark.sources import BUILT_IN, require_known_sources
@@ -90,6 +91,7 @@ class Config:
     content: ContentSettings = field(default_factory=ContentSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     deep: DeepSettings = field(default_factory=DeepSettings)
+    ranker: RankerSettings = field(default_factory=RankerSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
 
     def __post_init__(self) -> None:
@@ -101,6 +103,7 @@ class Config:
         try:
             require_known_sources(self.deep.rerank_sources, "deep.rerank_sources")
             require_known_sources(self.deep.hybrid_sources, "deep.hybrid_sources", extra=MODEL_NAMES)
+            require_known_sources(self.ranker.sources, "ranker.sources", extra=MODEL_NAMES)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.deep.train = dataclasses.replace(self.deep.train, k=self.evaluation.k)

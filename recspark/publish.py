@@ -22,13 +22,20 @@ from recspark.io.delta.common import Commit
 from recspark.recommenders.item_similarity import NEIGHBOR_COL
 
 
+# Fill order after the champion: the blends, then single sources by their MovieLens test NDCG
+# (BENCHMARKS.md), content and popularity last (they serve every known user).
+DEFAULT_SOURCES = ("ranker", "hybrid", "ease", "als", "user_knn", "item_item", "content", "popularity")
+
+
 @dataclass
 class PublishSettings:
     """Nightly lists and the quality gate in front of them (the ``publish`` config section)."""
 
     k: int = 10  # items per user
     # priority order; content, then popularity, last: every known user gets a full list
-    sources: list[str] = field(default_factory=lambda: ["als", "item_item", "content", "popularity"])
+    sources: list[str] = field(default_factory=lambda: list(DEFAULT_SOURCES))
+    # serve the validated champion (rerank's commit metadata) first when it is one of ``sources``
+    champion: bool = True
     metric: str = "ndcg"  # metrics-table metric (at evaluation.k) of the first source, compared by the gate
     min_user_coverage: float = 0.99  # share of known users that must get a list
     max_relative_drop: float = 0.2  # users, rows, coverage, metric may fall at most this much
@@ -49,6 +56,14 @@ class PublishSettings:
             max_relative_drop=self.max_relative_drop,
             on_missing_metric=self.on_missing_metric,
         )
+
+
+def publish_order(sources: list[str], champion: str | None) -> list[str]:
+    """``sources`` with ``champion`` moved to the front when it is one of them (the fill order
+    of the others kept); ``sources`` unchanged otherwise."""
+    if champion is None or champion not in sources:
+        return list(sources)
+    return [champion, *(s for s in sources if s != champion)]
 
 
 def final_recommendations(candidates: DataFrame, sources: list[str], k: int) -> DataFrame:

@@ -140,4 +140,4 @@ def test_model_params_match_the_model_constructors():
 
 def test_every_conf_file_loads():
     for path in sorted((PACKAGE.parent / "conf").glob("*.yaml")):
-        assert load_config(path).deep.models
+        assert load_config(path).candidates.sources

@@ -100,7 +100,9 @@ class DeepSettings:
     The fields of ``train`` also read as attributes of this object (``deep.epochs``).
     """
 
-    models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
+    # empty by default: NeuMF and the two-tower trail ALS on MovieLens (BENCHMARKS.md); train-deep
+    # then returns at once and rerank blends the retrieval sources only
+    models: list[str] = field(default_factory=list)
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # model name -> constructor kwargs
     losses: dict[str, str] = field(default_factory=dict)  # model name -> bce (default) | in_batch_softmax
     # epochs, batch_size, learning_rate, weight_decay, patience, seed, device, mixed_precision,

@@ -111,6 +111,17 @@ class StageRun:
         )
         return info.model_uri
 
+    def log_lightgbm_model(self, booster, name: str) -> str | None:
+        """Log a LightGBM ``Booster`` with ``mlflow.lightgbm`` (requirements pinned from the
+        installed lightgbm, numpy and mlflow) and return its model URI (None when tracking is off)."""
+        if not self._mlflow:
+            return None
+        import mlflow.lightgbm
+
+        requirements = [f"{package}=={metadata.version(package)}" for package in ("lightgbm", "numpy", "mlflow")]
+        info = mlflow.lightgbm.log_model(booster, name=name, pip_requirements=requirements)
+        return info.model_uri
+
     def register_if_better(
         self, model_uri: str | None, model_name: str, alias: str, metric: str, value: float
     ) -> bool:

@@ -8,7 +8,10 @@ job per metric family (:func:`recspark.evaluation.suite.evaluate_recommendations
 ALS model is explicit (``item_factors`` commit metadata) its RMSE/MAE on rated test pairs is
 added. Efficiency rows (``model = "stage:<step>"``, metrics ``wall_time_s`` and ``peak_rss_mib``)
 come from the latest ``stage_runs`` row of each step of this run date. The protocol label is the
-one featurize recorded with ``interactions_split``.
+one featurize recorded with ``interactions_split``. The blends rerank wrote (``ranker``, the
+default, and the ``hybrid`` baseline) are sources like the others here; the champion rerank chose
+on validation (``recspark.champion`` of the candidates commit, what publish serves first) heads
+the printed report and is logged as the param ``champion``.
 
 Cold-start cohorts (when ``item_embeddings`` exists and ``content.cold_*_ratio`` > 0; see
 :mod:`recspark.content.cold_start`) add rows whose ``model`` is ``cold_items/<model>`` or
@@ -112,12 +115,13 @@ def run_evaluate(ctx: StageContext) -> EvaluationSummary:
 
     frame = metrics_frame(ctx.spark, rows).withColumn("run_date", F.lit(ctx.run_date))
     tables.write(frame, METRICS_TABLE, replace_partition={"run_date": ctx.run_date}, metadata=ctx.commit_metadata())
-    report = f"protocol {protocol}, dataset {dataset}, k={k}\n{table}"
+    champion = tables.latest_metadata(CANDIDATES).get("recspark.champion", "none recorded")
+    report = f"protocol {protocol}, dataset {dataset}, k={k}, champion chosen on validation: {champion}\n{table}"
     print(report)
     tracker.log_text(report, "comparison.txt")
     tracker.log_dict({"columns": METRICS.fieldNames(), "rows": [list(row) for row in rows]}, "metrics.json")
     tracker.log_figure(metric_bar_chart(rows, ["ndcg", "precision", "recall", "map"], k), "plots/ranking_metrics.png")
-    tracker.log_params({"protocol": protocol, "dataset": dataset})
+    tracker.log_params({"protocol": protocol, "dataset": dataset, "champion": champion})
     tracker.log_metrics({
         f"{model}.{metric}" + (f"_at_{kk}" if kk is not None else ""): value
         for _, model, metric, kk, value, _, _ in rows if not model.startswith(STAGE_MODEL_PREFIX)

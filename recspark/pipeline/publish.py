@@ -5,6 +5,13 @@ source; content covers every user of ``user_index`` and popularity fills any gap
 user gets a full list), each with a "because you liked <title>" explanation where the item-item
 source or the co-occurrence neighbours of the user's history give one.
 
+The first source is the validated champion: the list rerank found best on the validation carve
+(``recspark.champion`` in the ``candidates`` commit metadata: the ranker, the hybrid or a single
+source) when ``publish.champion`` is on and the champion is one of ``publish.sources``; the others
+keep their order behind it. Without a recorded champion the order is ``publish.sources``. The
+published ``model_version`` / ``mlflow_run_id`` are the champion's when rerank recorded them (the
+registered ranker), else the ALS factors'.
+
 The gate (:func:`recspark.publish.evaluate_gate`) compares this run with the last unforced
 publish of another date (stats in the table's commit metadata): user coverage of the known
 users, rows, catalog coverage and the evaluation metric of the first source (``publish.metric``
@@ -50,11 +57,14 @@ from recspark.publish import (
     gate_baseline,
     latest_in_step,
     latest_source,
+    publish_order,
     with_explanations,
 )
 from recspark.recommenders.item_similarity import COOCCURRENCE_METHOD
 
 log = logging.getLogger(__name__)
+
+CHAMPION_KEY = "recspark.champion"  # rerank's commit metadata: the list that won on validation
 
 
 @dataclass
@@ -66,16 +76,31 @@ class PublishResult:
     forced: int
 
 
-def _evaluation_metric(ctx: StageContext) -> float | None:
+def _evaluation_metric(ctx: StageContext, source: str) -> float | None:
     metrics = ctx.tables.read_if_exists(METRICS)
     if metrics is None:
         return None
     pc = ctx.config.publish
     row = metrics.where(
-        (F.col("run_date") == F.lit(ctx.run_date)) & (F.col("model") == pc.sources[0])
+        (F.col("run_date") == F.lit(ctx.run_date)) & (F.col("model") == source)
         & (F.col("metric") == pc.metric) & (F.col("k") == ctx.config.evaluation.k)
     ).select("value").first()
     return None if row is None else float(row["value"])
+
+
+def champion_sources(ctx: StageContext) -> tuple[list[str], dict[str, str]]:
+    """(publish order, the candidates commit metadata): ``publish.sources`` with the champion
+    recorded by rerank first (see the module docstring)."""
+    pc = ctx.config.publish
+    metadata = ctx.tables.latest_metadata(CANDIDATES)
+    champion = metadata.get(CHAMPION_KEY) if pc.champion else None
+    order = publish_order(pc.sources, champion)
+    if champion and order[0] != champion:
+        log.warning("champion %s is not among publish.sources %s; publishing in their order", champion, pc.sources)
+    elif champion:
+        log.info("publishing champion %s (validation NDCG %s) first, then %s", champion,
+                 metadata.get(f"{CHAMPION_KEY}_validation_ndcg"), order[1:])
+    return order, metadata
 
 
 def refresh_latest(ctx: StageContext) -> None:
@@ -94,15 +119,21 @@ def run_publish(ctx: StageContext) -> PublishResult:
     similarities = tables.read(ITEM_SIMILARITY).where(F.col("method") == COOCCURRENCE_METHOD)
     item_index = tables.read(ITEM_INDEX)
     items = item_index.join(tables.read_or_empty(ITEMS).select("item_id", "title"), "item_id", "left")
+    sources, candidates_metadata = champion_sources(ctx)
     lineage = tables.latest_metadata(ITEM_FACTORS)
+    model_version = lineage.get("recspark.model_version", "unregistered")
+    mlflow_run_id = lineage.get("recspark.mlflow_run_id", "")
+    if sources[0] == candidates_metadata.get(CHAMPION_KEY) and candidates_metadata.get(f"{CHAMPION_KEY}_model_version"):
+        model_version = candidates_metadata[f"{CHAMPION_KEY}_model_version"]
+        mlflow_run_id = candidates_metadata.get(f"{CHAMPION_KEY}_mlflow_run_id", "")
 
     with ctx.measure("publish.build"):
-        ranked = final_recommendations(tables.read(CANDIDATES), pc.sources, pc.k)
+        ranked = final_recommendations(tables.read(CANDIDATES), sources, pc.k)
         explained = with_explanations(attach_because_items(ranked, history, similarities), tables.read(USER_INDEX), items)
         published = explained.select(
             "*",
-            F.lit(lineage.get("recspark.model_version", "unregistered")).alias("model_version"),
-            F.lit(lineage.get("recspark.mlflow_run_id", "")).alias("mlflow_run_id"),
+            F.lit(model_version).alias("model_version"),
+            F.lit(mlflow_run_id).alias("mlflow_run_id"),
             F.lit(ctx.run_date).alias("run_date"),
         ).localCheckpoint()
 
@@ -111,7 +142,7 @@ def run_publish(ctx: StageContext) -> PublishResult:
     ).first()
     stats = PublishStats(
         users=summary["users"], known_users=history.select("user_idx").distinct().count(), rows=summary["rows"],
-        catalog_coverage=summary["distinct_items"] / max(1, item_index.count()), metric=_evaluation_metric(ctx),
+        catalog_coverage=summary["distinct_items"] / max(1, item_index.count()), metric=_evaluation_metric(ctx, sources[0]),
     )
     baseline = gate_baseline(tables.history(RECOMMENDATIONS), ctx.run_date.isoformat()) if tables.exists(
         RECOMMENDATIONS) else None

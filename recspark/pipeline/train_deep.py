@@ -15,6 +15,9 @@
    metrics) at step = epoch, the model via ``mlflow.pytorch`` (its URI in the param
    ``<model>.model_uri``). The checkpoint goes to ``<deep.model_dir>/<model>.pt``
    (:func:`recspark.deep.training.checkpoint_path`).
+
+``deep.models`` is empty by default (NeuMF and the two-tower trail ALS on MovieLens; see
+BENCHMARKS.md, "Deep models in the pipeline"): the stage then returns at once, touching no table.
 """
 from __future__ import annotations
 
@@ -46,10 +49,10 @@ class DeepTrainingSummary:
 def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
     tables, tracker, config = ctx.tables, ctx.tracker, ctx.config
     dc = config.deep
-    settings = dc.train
     if not dc.models:
-        log.info("train-deep %s: deep.models is empty, nothing to train", ctx.run_date)
-        return DeepTrainingSummary(0, 0, 0, 0)
+        log.info("train-deep %s: deep.models is empty (the default), nothing to train", ctx.run_date)
+        return DeepTrainingSummary(models=0, examples=0, validation_pairs=0, item_feature_dim=0)
+    settings = dc.train
     use_gpu = use_gpu_for(dc.use_gpu)
     num_users = tables.read(USER_INDEX).agg(F.max("user_idx")).first()[0] + 1
     item_index = tables.read(ITEM_INDEX)

@@ -14,7 +14,6 @@ but ``validation``; :func:`validation_labels` is the one way to cut labels from 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Iterator
 
 import lightgbm as lgb
@@ -24,67 +23,12 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recspark.ranker.features import KEYS
+from recspark.ranker.settings import RankerSettings
 
 log = logging.getLogger(__name__)
 
 LABEL = "label"
 VALIDATION = "validation"
-
-
-@dataclass
-class RankerSettings:
-    """LightGBM lambdarank settings (objective lambdarank, metric ndcg@``eval_at``).
-
-    ``n_estimators`` is the most boosting rounds; training stops after ``early_stopping_rounds``
-    rounds without a better ndcg@``eval_at`` on the ``eval_fraction`` of users held out for it.
-    ``max_training_users`` caps the users collected to the driver. ``num_threads`` 0: LightGBM's
-    default (all cores) for training; scoring in Spark uses one thread per Python worker.
-    """
-
-    num_leaves: int = 31
-    learning_rate: float = 0.05
-    n_estimators: int = 500
-    min_data_in_leaf: int = 50
-    feature_fraction: float = 0.9
-    early_stopping_rounds: int = 50
-    eval_fraction: float = 0.2
-    eval_at: int = 10
-    max_training_users: int = 100_000
-    seed: int = 42
-    num_threads: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("num_leaves", "n_estimators", "min_data_in_leaf", "early_stopping_rounds", "eval_at",
-                     "max_training_users"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RankerSettings.{name} must be a positive integer, got {value!r}")
-        if self.num_leaves < 2:
-            raise ValueError(f"RankerSettings.num_leaves must be >= 2, got {self.num_leaves}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"RankerSettings.learning_rate must be > 0, got {self.learning_rate}")
-        if not 0 < self.feature_fraction <= 1:
-            raise ValueError(f"RankerSettings.feature_fraction must be in (0, 1], got {self.feature_fraction}")
-        if not 0 < self.eval_fraction < 1:
-            raise ValueError(f"RankerSettings.eval_fraction must be in (0, 1), got {self.eval_fraction}")
-        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 0:
-            raise ValueError(f"RankerSettings.num_threads must be an integer >= 0, got {self.num_threads!r}")
-
-    def lightgbm_params(self) -> dict:
-        return {
-            "objective": "lambdarank",
-            "metric": "ndcg",
-            "eval_at": [self.eval_at],
-            "num_leaves": self.num_leaves,
-            "learning_rate": self.learning_rate,
-            "min_data_in_leaf": self.min_data_in_leaf,
-            "feature_fraction": self.feature_fraction,
-            "seed": self.seed,
-            "deterministic": True,
-            "force_col_wise": True,
-            "num_threads": self.num_threads,
-            "verbosity": -1,
-        }
 
 
 def validation_labels(split_frame: DataFrame) -> DataFrame:
@@ -177,7 +121,9 @@ class LearnedRanker:
         log.info("ranker: %d training rows, %d users (%d eval), best iteration %d, eval ndcg@%d %.4f",
                  len(rows), rows["user_idx"].nunique(), int(rows.loc[is_eval, "user_idx"].nunique()), best,
                  s.eval_at, eval_ndcg)
-        return RankerModel(booster.model_to_string(num_iteration=best), best_iteration=best, eval_ndcg=eval_ndcg)
+        eval_users = sorted(int(u) for u in rows.loc[is_eval, "user_idx"].unique())
+        return RankerModel(booster.model_to_string(num_iteration=best), best_iteration=best, eval_ndcg=eval_ndcg,
+                           eval_users=eval_users)
 
 
 _BOOSTERS: dict[int, lgb.Booster] = {}
@@ -193,13 +139,17 @@ def _worker_booster(model_string: str) -> lgb.Booster:
 
 
 class RankerModel:
-    """A trained lambdarank booster (LightGBM model string) and its feature names."""
+    """A trained lambdarank booster (LightGBM model string) and its feature names; after
+    :meth:`LearnedRanker.fit`, ``eval_users`` are the users held out of training (early stopping
+    only), the fair ground to compare the ranker with other lists on."""
 
-    def __init__(self, model_string: str, best_iteration: int | None = None, eval_ndcg: float | None = None):
+    def __init__(self, model_string: str, best_iteration: int | None = None, eval_ndcg: float | None = None,
+                 eval_users: list[int] | None = None):
         self.booster = lgb.Booster(model_str=model_string)
         self.model_string = model_string
         self.best_iteration = best_iteration
         self.eval_ndcg = eval_ndcg
+        self.eval_users = eval_users or []
 
     @property
     def feature_names(self) -> list[str]:

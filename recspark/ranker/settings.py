@@ -1,0 +1,77 @@
+"""Settings of the learned ranker (the ``ranker`` config section), lightgbm-free so that loading
+a config never imports LightGBM."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RankerSettings:
+    """LightGBM lambdarank (objective lambdarank, metric ndcg@``eval_at``) and its place in rerank.
+
+    ``n_estimators`` is the most boosting rounds; training stops after ``early_stopping_rounds``
+    rounds without a better ndcg@``eval_at`` on the ``eval_fraction`` of users held out for it
+    (those users also choose the published champion, see :mod:`recspark.ranker.blend`).
+    ``max_training_users`` caps the users collected to the driver. ``num_threads`` 0: LightGBM's
+    default (all cores) for training; scoring in Spark uses one thread per Python worker.
+
+    Pipeline: ``enabled`` trains the ranker in rerank (the ``ranker`` candidates); ``sources``
+    are the candidate sources it blends (empty: every source present in ``candidates``);
+    ``register_model`` registers it as ``model_name`` in MLflow and moves ``champion_alias``
+    when its validation NDCG beats the alias holder's.
+    """
+
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    n_estimators: int = 500
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.9
+    early_stopping_rounds: int = 50
+    eval_fraction: float = 0.2
+    eval_at: int = 10
+    max_training_users: int = 100_000
+    seed: int = 42
+    num_threads: int = 0
+    enabled: bool = True
+    sources: list[str] = field(default_factory=list)
+    register_model: bool = True
+    model_name: str = "recspark-ranker"
+    champion_alias: str = "champion"
+
+    def __post_init__(self) -> None:
+        for name in ("num_leaves", "n_estimators", "min_data_in_leaf", "early_stopping_rounds", "eval_at",
+                     "max_training_users"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if self.num_leaves < 2:
+            raise ValueError(f"num_leaves: must be >= 2, got {self.num_leaves}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if not 0 < self.feature_fraction <= 1:
+            raise ValueError(f"feature_fraction: must be in (0, 1], got {self.feature_fraction}")
+        if not 0 < self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction: must be in (0, 1), got {self.eval_fraction}")
+        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 0:
+            raise ValueError(f"num_threads: must be an integer >= 0, got {self.num_threads!r}")
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"sources: must be distinct, got {self.sources}")
+        for name in ("model_name", "champion_alias"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name}: must not be empty")
+
+    def lightgbm_params(self) -> dict:
+        return {
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "eval_at": [self.eval_at],
+            "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "num_threads": self.num_threads,
+            "verbosity": -1,
+        }
