@@ -41,7 +41,7 @@ from recspark.recommenders.user_knn import UserKnnSettings
 from recspark.ranker.settings import RankerSettings
 from recspark.report import ReportSettings
 from recspark.serve import ServeSettings
-from recspark.sources import BUILT_IN, require_known_sources
+from recspark.sources import CandidatesSettings, require_known_sources
 from recspark.synthetic import GenerateSettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
@@ -49,23 +49,6 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 
 class ConfigError(ValueError):
     """Raised for a configuration that cannot be loaded or is inconsistent."""
-
-
-@dataclass
-class CandidatesSettings:
-    """Per-user candidates from every source (the ``candidates`` section); source names are
-    those of :mod:`recspark.sources` (built in or registered before the config loads)."""
-
-    n: int = 100  # candidates per user and source
-    sources: list[str] = field(default_factory=lambda: list(BUILT_IN))  # every built-in source
-    popularity_window_days: float | None = None  # null: all-time popularity
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"n: must be >= 1, got {self.n}")
-        require_known_sources(self.sources, "sources")
-        if self.popularity_window_days is not None and not self.popularity_window_days > 0:
-            raise ValueError(f"popularity_window_days: must be > 0 or null, got {self.popularity_window_days}")
 
 
 @dataclass

@@ -73,8 +73,7 @@ def test_every_settings_class_validates_itself_and_lives_beside_its_algorithm():
     assert len(classes) >= 20
     for cls in classes:
         assert "__post_init__" in vars(cls), f"{cls.__name__} does not validate itself"
-        if cls.__name__ != "CandidatesSettings":  # moves beside the candidate-source registry
-            assert cls.__module__ != "recspark.config", f"{cls.__name__} is declared in recspark.config"
+        assert cls.__module__ != "recspark.config", f"{cls.__name__} is declared in recspark.config"
 
 
 @pytest.mark.parametrize(

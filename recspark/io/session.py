@@ -43,6 +43,9 @@ BASE_CONF = {
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
+    # The ranker's feature plans have three columns per source; above the default of 25 fields
+    # Spark logs a "Truncated the string representation of a plan" WARN per plan.
+    "spark.sql.debug.maxToStringFields": "1000",
 }
 
 

@@ -26,7 +26,11 @@ candidates were built from (seen items); it must not contain test rows, and a hi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -142,17 +146,27 @@ def _dot(left: Column, right: Column) -> Column:
 
 def content_similarity_feature(pairs: DataFrame, history: DataFrame, item_embeddings: DataFrame) -> DataFrame:
     """(user_idx, item_idx, ``content_similarity``) for ``pairs``: cosine of the item's
-    embedding and the user's unweighted mean-embedding profile; pairs without both get none."""
+    embedding and the user's unweighted mean-embedding profile (0 when either vector is zero);
+    pairs without both get no row. The cosines are computed with numpy per Arrow batch."""
     _require(item_embeddings, ["item_idx", "embedding"], "item_embeddings")
     profiles = user_profiles(history, item_embeddings, None).select("user_idx", "profile")
     vectors = item_embeddings.select(
-        F.col("item_idx").cast("int").alias("item_idx"), F.col("embedding").cast("array<double>").alias("embedding")
+        F.col("item_idx").cast("int").alias("item_idx"), F.col("embedding").cast("array<float>").alias("embedding")
     )
-    joined = pairs.join(profiles, "user_idx").join(vectors, "item_idx")
-    profile, embedding = F.col("profile").cast("array<double>"), F.col("embedding")
-    norms = F.sqrt(_dot(profile, profile)) * F.sqrt(_dot(embedding, embedding))
-    cosine = F.when(norms > 0, _dot(profile, embedding) / norms).otherwise(F.lit(0.0))
-    return joined.select(*KEYS, cosine.alias("content_similarity"))
+    joined = pairs.join(profiles, "user_idx").join(vectors, "item_idx").select(*KEYS, "profile", "embedding")
+    return joined.mapInPandas(_cosines, "user_idx int, item_idx int, content_similarity double")
+
+
+def _cosines(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    for frame in batches:
+        if frame.empty:
+            continue
+        profile = np.stack(frame["profile"].to_numpy()).astype(np.float64)
+        embedding = np.stack(frame["embedding"].to_numpy()).astype(np.float64)
+        norms = np.linalg.norm(profile, axis=1) * np.linalg.norm(embedding, axis=1)
+        dots = np.einsum("ij,ij->i", profile, embedding)
+        cosine = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        yield pd.DataFrame({"user_idx": frame["user_idx"], "item_idx": frame["item_idx"], "content_similarity": cosine})
 
 
 def cooccurrence_features(pairs: DataFrame, history: DataFrame, item_similarity: DataFrame) -> DataFrame:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from pyspark.sql import DataFrame
@@ -122,6 +123,23 @@ def require_known_sources(names: list[str], setting: str, extra: tuple[str, ...]
     unknown = sorted(set(names) - set(source_names()) - set(extra))
     if unknown:
         raise ValueError(f"{setting}: unknown source(s) {unknown}; known: {[*source_names(), *extra]}")
+
+
+@dataclass
+class CandidatesSettings:
+    """Per-user candidates from every source (the ``candidates`` section); source names are
+    those of :mod:`recspark.sources` (built in or registered before the config loads)."""
+
+    n: int = 100  # candidates per user and source
+    sources: list[str] = field(default_factory=lambda: list(BUILT_IN))  # every built-in source
+    popularity_window_days: float | None = None  # null: all-time popularity
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n: must be >= 1, got {self.n}")
+        require_known_sources(self.sources, "sources")
+        if self.popularity_window_days is not None and not self.popularity_window_days > 0:
+            raise ValueError(f"popularity_window_days: must be > 0 or null, got {self.popularity_window_days}")
 
 
 def as_candidates(recommendations: DataFrame, source: str) -> DataFrame:
