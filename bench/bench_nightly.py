@@ -14,7 +14,9 @@ registry order with the default config (``conf/local.yaml``; ``spark.master=loca
 in a SQLite file under ``--root``). Per stage: the process's wall time (Spark start-up
 included), the stage's own wall time (``stage_runs``), the peak resident memory of the whole
 process tree (Python driver + Spark JVM + Python workers, sampled every 0.5 s) and rows/s
-(interactions / process wall time). ``--write`` replaces the section between
+(interactions / process wall time). With two or more sizes it adds each stage's log-log slope
+(least-squares fit of log wall time on log interactions; 1 = linear) and draws them
+(``--plot``, PNG). ``--write`` replaces the section between
 ``<!-- bench_nightly:start -->`` and ``<!-- bench_nightly:end -->`` of that file (appended when
 absent) with the tables, the command and the machine's load average.
 """
@@ -101,23 +103,99 @@ def bench_size(n: int, root: Path) -> list[dict]:
     own = stage_seconds(warehouse)
     for row in rows:
         row["stage_s"] = own.get(row["stage"])
+    if all(r["exit"] == 0 for r in rows):
+        reference = single_node_reference(warehouse, n)
+        print(f"{n:>10,} single-node reference: {reference}", flush=True)
+        rows.append({"n": n, "stage": "single-node reference", "kind": "reference", "wall_s": reference["total_s"],
+                     "peak_mib": 0.0, "exit": 0, "stage_s": None, "reference": reference})
     return rows
 
 
-def markdown(rows: list[dict], command: str, load: tuple[list[float], list[float]]) -> str:
+def single_node_reference(warehouse: Path, n: int, k: int = 10) -> dict:
+    """The training step on one node without Spark: the night's train pairs read from the Delta
+    table with delta-rs into pandas, a scipy CSR of ``1 + alpha * confidence``, ``implicit``'s
+    ALS with the params and regularisation that train-als recorded in the factors' commit
+    metadata, then top-``k`` unseen items for every user (``recommend`` with the seen filter)."""
+    import numpy as np
+    import polars as pl
+    import scipy.sparse as sparse
+    from implicit.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    meta = DeltaTable(str(warehouse / "item_factors")).history(1)[0]
+    params = {key.removeprefix("recspark.als."): value for key, value in meta.items() if key.startswith("recspark.als.")}
+    began = time.perf_counter()
+    split = pl.read_delta(str(warehouse / "interactions_split"), columns=["user_idx", "item_idx", "confidence", "split"])
+    train = split.filter((pl.col("split") != "test") & pl.col("confidence").is_not_null()).to_pandas()
+    values = (1.0 + float(params["alpha"]) * train["confidence"].to_numpy(np.float64)).astype(np.float32)
+    matrix = sparse.csr_matrix((values, (train["user_idx"].to_numpy(), train["item_idx"].to_numpy())))
+    loaded = time.perf_counter()
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(factors=int(params["rank"]), alpha=1.0, iterations=int(params["max_iter"]),
+                                        regularization=float(params.get("implicit_regularization", params["reg_param"])),
+                                        random_state=int(params["seed"]))
+        model.fit(matrix, show_progress=False)
+        fitted = time.perf_counter()
+        users = np.unique(train["user_idx"].to_numpy())
+        model.recommend(users, matrix[users], N=k, filter_already_liked_items=True)
+    done = time.perf_counter()
+    return {"n": n, "pairs": int(matrix.nnz), "load_s": loaded - began, "fit_s": fitted - loaded,
+            "recommend_s": done - fitted, "total_s": done - began, "engine": params.get("engine", "?")}
+
+
+def log_log_slopes(rows: list[dict]) -> dict[str, float]:
+    """Per stage with a successful run at two or more sizes: the least-squares slope of
+    log(wall s) on log(interactions)."""
+    import numpy as np
+
+    slopes = {}
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        points = [(r["n"], r["wall_s"]) for r in rows if r["stage"] == stage and r["exit"] == 0]
+        if len({n for n, _ in points}) >= 2:
+            x, y = np.log([n for n, _ in points]), np.log([w for _, w in points])
+            slopes[stage] = float(np.polyfit(x, y, 1)[0])
+    return slopes
+
+
+def plot_scaling(rows: list[dict], path: Path) -> None:
+    """Log-log plot of every stage's wall time against interactions, with the linear guide."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        points = sorted((r["n"], r["wall_s"]) for r in rows if r["stage"] == stage and r["exit"] == 0)
+        axes.plot([n for n, _ in points], [w for _, w in points], marker="o", label=stage)
+    sizes = sorted({r["n"] for r in rows})
+    axes.plot(sizes, [10.0 * n / sizes[0] for n in sizes], "k--", linewidth=1, label="linear (slope 1)")
+    axes.set(xscale="log", yscale="log", xlabel="interactions", ylabel="wall time per stage (s)",
+             title="recspark nightly: stage wall time vs interactions (2 cores)")
+    axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def markdown(rows: list[dict], command: str, load: tuple[list[float], list[float]], plot: str | None = None) -> str:
     sizes = sorted({r["n"] for r in rows})
     lines = [
         "## The nightly at scale (issue 13)", "",
         "```", command, "```", "",
         f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on the 2-core, 24 GiB development machine, "
         f"load average {load[0][0]:.1f} at the start and {load[1][0]:.1f} at the end "
-        "(the machine was shared with other sessions' jobs: times are upper bounds). One process per stage, as "
+        + ("(above the 2 cores: the machine was shared with other jobs, times are upper bounds). "
+           if max(load[0][0], load[1][0]) > 2.5 else "(quiet machine). ")
+        + "One process per stage, as "
         "Airflow runs them: 'wall' includes Spark start-up, 'stage' is the stage's own time (stage_runs), peak "
         "memory is the whole process tree (driver, JVM, Python workers). The weekly tune runs once before the "
         "first night and is not in the nightly total.", "",
         "| interactions | stage | kind | wall (s) | stage (s) | peak memory (MiB) | interactions/s |",
         "| ---: | --- | --- | ---: | ---: | ---: | ---: |",
     ]
+    references = [r["reference"] for r in rows if r["kind"] == "reference"]
+    rows = [r for r in rows if r["kind"] != "reference"]
     for r in rows:
         stage_s = f"{r['stage_s']:.1f}" if r.get("stage_s") is not None else "-"
         failed = "" if r["exit"] == 0 else " (failed)"
@@ -132,6 +210,23 @@ def markdown(rows: list[dict], command: str, load: tuple[list[float], list[float
         total = f"{sum(r['wall_s'] for r in nightly):.0f}" + ("" if complete else " (incomplete)")
         lines.append(f"| {n:,} | {total} | {max((r['peak_mib'] for r in nightly), default=0):,.0f} | "
                      f"{sum(r['wall_s'] for r in tune):.0f} |")
+    if references:
+        lines += ["", "Single-node reference for the training step (same night's train pairs and ALS params, no Spark: "
+                  "delta-rs -> pandas -> scipy CSR -> `implicit` ALS, then top-10 unseen items for every user), "
+                  "beside train-als (fit + factor tables + MLflow) and the candidates stage (every source's top-100):",
+                  "", "| interactions | train pairs | load (s) | fit (s) | top-10 all users (s) | reference total (s) | "
+                  "train-als stage (s) | train-als engine |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for ref in references:
+            stage = next((r.get("stage_s") for r in rows if r["n"] == ref["n"] and r["stage"] == "train-als"), None)
+            lines.append(f"| {ref['n']:,} | {ref['pairs']:,} | {ref['load_s']:.1f} | {ref['fit_s']:.1f} | "
+                         f"{ref['recommend_s']:.1f} | {ref['total_s']:.1f} | "
+                         f"{'-' if stage is None else f'{stage:.1f}'} | {ref['engine']} |")
+    slopes = log_log_slopes(rows)
+    if slopes:
+        lines += ["", "| stage | log-log slope (wall time vs interactions; target <= 1.1) |", "| --- | ---: |"]
+        lines += [f"| {stage} | {slope:.2f} |" for stage, slope in slopes.items()]
+    if plot:
+        lines += ["", f"![stage wall time vs interactions, log-log]({plot})"]
     return "\n".join(lines) + "\n"
 
 
@@ -150,6 +245,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--root", default="/tmp/bench_nightly")
     parser.add_argument("--write", help="markdown file whose bench_nightly section is replaced")
+    parser.add_argument("--plot", help="PNG path for the log-log plot (two or more sizes)")
     args = parser.parse_args(argv)
     root = Path(args.root)
     load_start = list(os.getloadavg())
@@ -157,7 +253,12 @@ def main(argv: list[str]) -> None:
     load_end = list(os.getloadavg())
     (root / "results.json").write_text(json.dumps(rows, indent=2))
     command = "PYTHONPATH=. .venv/bin/python bench/bench_nightly.py --sizes " + " ".join(map(str, args.sizes))
-    section = markdown(rows, command, (load_start, load_end))
+    plot = None
+    if args.plot and len(set(args.sizes)) >= 2:
+        plot_scaling(rows, Path(args.plot))
+        plot = os.path.relpath(args.plot, Path(args.write).parent) if args.write else args.plot
+        command += f" --plot {args.plot}"
+    section = markdown(rows, command, (load_start, load_end), plot)
     print(section)
     if args.write:
         write_section(Path(args.write), section)

@@ -129,5 +129,6 @@ def run_evaluate(ctx: StageContext) -> EvaluationSummary:
     summary = EvaluationSummary(len(sources), len(rows), truth.select("user_idx").distinct().count())
     truth.unpersist()
     history.unpersist()
-    log.info("evaluate %s:\n%s", ctx.run_date, report)
+    log.info("evaluate %s: %s (the comparison table is printed above and logged as comparison.txt)",
+             ctx.run_date, summary)
     return summary
