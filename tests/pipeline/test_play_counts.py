@@ -82,6 +82,7 @@ def test_als_beats_popularity_and_no_rating_metrics(play_count_run):
     ndcg = {r.model: r.value for r in metrics.where((F.col("metric") == "ndcg") & (F.col("k") == 10)).collect()}
     assert ndcg["als"] > ndcg["popularity"] + 0.1
     assert metrics.where(F.col("metric").isin("rmse", "mae")).count() == 0
+    assert not [model for model in ndcg if model.startswith("cold_")]  # no item text: no cold-start cohorts
     assert {r.dataset for r in metrics.select("dataset").distinct().collect()} == {"plays"}
 
 
