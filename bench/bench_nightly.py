@@ -249,9 +249,11 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     root = Path(args.root)
     load_start = list(os.getloadavg())
-    rows = [row for n in args.sizes for row in bench_size(n, root)]
+    rows = []
+    for n in args.sizes:  # results.json after each size, so a long run's finished sizes survive an interruption
+        rows += bench_size(n, root)
+        (root / "results.json").write_text(json.dumps(rows, indent=2))
     load_end = list(os.getloadavg())
-    (root / "results.json").write_text(json.dumps(rows, indent=2))
     command = "PYTHONPATH=. .venv/bin/python bench/bench_nightly.py --sizes " + " ".join(map(str, args.sizes))
     plot = None
     if args.plot and len(set(args.sizes)) >= 2:
