@@ -14,17 +14,10 @@ from recspark.io.session import SparkSettings, build_spark_session
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_spark import JVM_OPTIONS, TINY_DATA_CONF  # noqa: E402  (beside this file, on the path just set)
 MOVIELENS_DIR = REPO_ROOT / "data" / "ml-latest-small"
 
-TEST_SPARK_CONF = {
-    "spark.sql.shuffle.partitions": "2",
-    "spark.default.parallelism": "2",
-    "spark.ui.enabled": "false",
-    "spark.driver.memory": "3g",
-    # Faster JVM start-up for short test jobs.
-    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-    "spark.sql.adaptive.coalescePartitions.enabled": "true",
-}
+TEST_SPARK_CONF = {**TINY_DATA_CONF, "spark.driver.memory": "3g", "spark.driver.extraJavaOptions": JVM_OPTIONS}
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -26,6 +27,7 @@ from pyspark.sql import functions as F
 from recspark.catalog import INTERACTIONS_BRONZE, INTERACTIONS_QUARANTINE, INTERACTIONS_SILVER, STAGE_RUNS
 from recspark.io.delta import DeltaTables
 from recspark.io.delta.orphans import referenced_files
+from tiny_spark import JVM_OPTIONS, TINY_DATA_CONF
 
 REPO = Path(__file__).resolve().parent.parent
 PROCESS_TIMEOUT_S = 150
@@ -34,21 +36,12 @@ NIGHT_1, NIGHT_2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 INGEST_TABLES = (INTERACTIONS_BRONZE.name, INTERACTIONS_QUARANTINE.name, INTERACTIONS_SILVER.name)
 ORPHAN_AGE_S = 2 * 3600  # older than the runner's grace period (recspark.pipeline.runner.ORPHAN_GRACE_S)
 
-CONFIG = """\
-spark:
-  master: local[1]
-  log_level: ERROR
-  conf:
-    spark.ui.enabled: "false"
-    spark.sql.shuffle.partitions: "1"
-    spark.default.parallelism: "1"
-    spark.driver.memory: 1g
-    spark.driver.extraJavaOptions: -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
-mlflow:
-  enabled: false
-ingest:
-  preset: null
-"""
+CONFIG = yaml.safe_dump({
+    "spark": {"master": "local[1]", "log_level": "ERROR",
+              "conf": {**TINY_DATA_CONF, "spark.driver.memory": "1g", "spark.driver.extraJavaOptions": JVM_OPTIONS}},
+    "mlflow": {"enabled": False},
+    "ingest": {"preset": None},
+})
 
 
 def source_override(path: Path) -> list[str]:

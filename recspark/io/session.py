@@ -35,11 +35,16 @@ class SparkSettings:
             raise ValueError("app_name: must not be empty")
 
 
-BASE_CONF = {
+# Settings results depend on: applied to every session recspark runs in.
+REQUIRED_CONF = {
     "spark.sql.session.timeZone": "UTC",
     # Unparseable timestamps become null (and are quarantined) instead of failing the job.
     "spark.sql.legacy.timeParserPolicy": "CORRECTED",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+# Tuning defaults: applied only to a session recspark creates. A session that is already running
+# (a notebook's, a test suite's, a Databricks cluster's) keeps its own tuning.
+DEFAULT_CONF = {
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
@@ -67,13 +72,17 @@ def launched_by_spark_submit() -> bool:
 
 
 def build_spark_session(config: SparkSettings) -> SparkSession:
-    """Get or create the SparkSession described by ``config``."""
+    """Get or create the SparkSession described by ``config``.
+
+    A new session gets :data:`REQUIRED_CONF`, :data:`DEFAULT_CONF` and ``config.conf`` (which
+    wins); an already active session gets only :data:`REQUIRED_CONF` and ``config.conf``."""
     submitted = launched_by_spark_submit()
     prepare_python_environment(config.master)
     builder = SparkSession.builder.appName(config.app_name)
     if config.master and not submitted:
         builder = builder.master(config.master)
-    for key, value in {**BASE_CONF, **config.conf}.items():
+    defaults = {} if SparkSession.getActiveSession() is not None else DEFAULT_CONF
+    for key, value in {**REQUIRED_CONF, **defaults, **config.conf}.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.log_level)

@@ -18,6 +18,7 @@ from movielens_subset import write_movielens_subset
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
 from recspark.pipeline.registry import NIGHTLY, STAGES, WEEKLY, upstream
+from tiny_spark import JVM_OPTIONS, TINY_DATA_CONF
 
 pytestmark = pytest.mark.airflow
 
@@ -70,7 +71,7 @@ def airflow_env(tmp_path_factory):
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "SPARK_LOCAL_IP": "127.0.0.1",
         # quicker JVM start for short jobs (as tests/conftest.py does for the shared session)
-        "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        "SPARK_SUBMIT_OPTS": JVM_OPTIONS,
     }
     env.pop("PYTHONPATH", None)
     migrate = subprocess.run([AIRFLOW_BIN / "airflow", "db", "migrate"], env=env, capture_output=True, text=True)
@@ -136,7 +137,7 @@ def tiny_config(tmp_path_factory, movielens_dir):
     n_users = write_movielens_subset(movielens_dir, data, max_user_id=20)
     config = {
         "warehouse": str(root / "warehouse"),
-        "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"}},
+        "spark": {"master": "local[2]", "conf": dict(TINY_DATA_CONF)},
         "mlflow": {"tracking_uri": f"sqlite:///{root}/mlflow.db"},
         "ingest": {"preset": "ml-latest-small", "data_dir": str(data)},
     }

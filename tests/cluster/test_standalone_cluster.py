@@ -29,6 +29,7 @@ from movielens_subset import write_movielens_subset
 from recspark.cli import main
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
+from tiny_spark import JVM_OPTIONS, TINY_DATA_CONF
 
 pytestmark = pytest.mark.cluster
 
@@ -67,8 +68,8 @@ def cluster_env(tmp_path_factory):
         "SPARK_WORKER_DIR": str(state / "work"),
         "SPARK_LOCAL_IP": "127.0.0.1",
         # quicker JVM start for short jobs (as tests/conftest.py does for the shared session)
-        "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-        "SPARK_DAEMON_JAVA_OPTS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        "SPARK_SUBMIT_OPTS": JVM_OPTIONS,
+        "SPARK_DAEMON_JAVA_OPTS": JVM_OPTIONS,
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -105,7 +106,7 @@ def ingested(tmp_path_factory, movielens_dir, spark):
     write_movielens_subset(movielens_dir, data, max_user_id=60)
     config = {
         "warehouse": str(root / "warehouse"),
-        "spark": {"master": None, "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"}},
+        "spark": {"master": None, "conf": dict(TINY_DATA_CONF)},
         "mlflow": {"enabled": False},
         "ingest": {"preset": "ml-latest-small", "data_dir": str(data)},
         "als": {"max_iter": 5, "register_model": False,
