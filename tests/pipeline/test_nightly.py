@@ -17,6 +17,7 @@ from recspark.cli import main
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
 from recspark.pipeline.registry import NIGHTLY, STAGES
+from tiny_spark import PIPELINE_CONF, session_conf
 
 pytestmark = pytest.mark.integration
 RUN_DATE = "2024-06-01"
@@ -51,7 +52,8 @@ def movielens_run(spark, tmp_path_factory, movielens_dir):
     Cut.ratings = len(pd.read_csv(root / "data" / "ratings.csv"))
     Cut.items = len(pd.read_csv(root / "data" / "movies.csv"))
     mlflow_uri = f"sqlite:///{root}/mlflow.db"
-    assert cli(root / "wh", "run", extra=["--set", f"mlflow.tracking_uri={mlflow_uri}", *SMALL_ALS_GRID, *SMALL_DEEP]) == 0
+    with session_conf(spark, PIPELINE_CONF):
+        assert cli(root / "wh", "run", extra=["--set", f"mlflow.tracking_uri={mlflow_uri}", *SMALL_ALS_GRID, *SMALL_DEEP]) == 0
     config = load_config(None, [f"warehouse={root / 'wh'}"])
     return root, config, DeltaTables.from_config(spark, config), mlflow_uri
 
