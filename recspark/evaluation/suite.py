@@ -89,6 +89,7 @@ def evaluate_recommendations(
 
 
 _METRIC = "_metric"
+_VECTOR_METRICS = ("diversity", "serendipity", "serendipity_relevant")
 
 
 def _stacked(frames: dict[str, DataFrame], group_col: str) -> DataFrame:
@@ -113,9 +114,10 @@ def evaluate_recommendations_by(
 ) -> dict[Any, dict[str, float]]:
     """:func:`evaluate_recommendations` of every ``group_col`` value of ``recommendations`` (e.g.
     each source of the candidates table) against the same ``truth``: group value -> the same
-    metrics. Two Spark jobs for all groups and metrics: the ranking metrics, then every
-    beyond-accuracy metric stacked into one frame (on tiny inputs each job costs far more than
-    its rows, so one job per metric family made a 10-row evaluation take seconds)."""
+    metrics. At most five Spark jobs for all groups and metrics: the ranking metrics, the
+    popularity and coverage metrics stacked into one frame, and one per item-vector metric (on
+    tiny inputs a job costs far more than its rows; one job per metric family made a 10-row
+    evaluation take seconds)."""
     require_columns(recommendations, [group_col, user_col, item_col, rank_col], "recommendations")
     require_same_types(recommendations, train_interactions, [item_col], "recommendations", "train_interactions")
     if item_vectors is not None:
@@ -140,7 +142,12 @@ def evaluate_recommendations_by(
                 frames[name] = serendipity_by(
                     rated, groups, train_interactions, item_vectors, vector_col, user_col, item_col
                 )
-        values = {(row[_METRIC], row[group_col]): row[VALUE] for row in _stacked(frames, group_col).collect()}
+        # The popularity metrics go in one job; each vector metric in its own, as a plan that
+        # carries the item vectors several times serializes into multi-MiB tasks (a Spark WARN each).
+        vector_metrics = [name for name in frames if name in _VECTOR_METRICS]
+        stacked = [_stacked({name: frame for name, frame in frames.items() if name not in vector_metrics}, group_col)]
+        stacked += [_stacked({name: frames[name]}, group_col) for name in vector_metrics]
+        values = {(row[_METRIC], row[group_col]): row[VALUE] for frame in stacked for row in frame.collect()}
         for name in frames:
             for group, metrics in results.items():
                 value = values.get((name, group))
