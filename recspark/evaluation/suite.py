@@ -89,7 +89,6 @@ def evaluate_recommendations(
 
 
 _METRIC = "_metric"
-_VECTOR_METRICS = ("diversity", "serendipity", "serendipity_relevant")
 
 
 def _stacked(frames: dict[str, DataFrame], group_col: str) -> DataFrame:
@@ -128,27 +127,27 @@ def evaluate_recommendations_by(
     groups = [group_col]
     try:
         results = ranking_metrics_by(top_k, group_col, truth, k, user_col, item_col, rank_col)
-        frames = {
+        # The popularity and coverage metrics run as one job; each item-vector metric as its own,
+        # as a plan that carries the item vectors several times serializes into multi-MiB tasks
+        # (a Spark WARN each).
+        jobs = [{
             "catalog_coverage": catalog_coverage_by(top_k, groups, n_catalog_items, item_col),
             "distributional_coverage": distributional_coverage_by(top_k, groups, item_col),
             "novelty": novelty_by(top_k, groups, popularity, item_col),
             "novelty_choice": novelty_by(top_k, groups, choice_popularity, item_col),
             "avg_popularity": average_recommendation_popularity_by(top_k, groups, popularity, item_col),
-        }
+        }]
         if item_vectors is not None:
-            frames["diversity"] = intra_list_diversity_by(top_k, groups, item_vectors, vector_col, user_col, item_col)
+            jobs.append({"diversity": intra_list_diversity_by(top_k, groups, item_vectors, vector_col, user_col,
+                                                              item_col)})
             for name, truth_or_none in (("serendipity", None), ("serendipity_relevant", truth)):
                 rated = with_relevance(top_k, user_col, item_col, truth=truth_or_none)
-                frames[name] = serendipity_by(
+                jobs.append({name: serendipity_by(
                     rated, groups, train_interactions, item_vectors, vector_col, user_col, item_col
-                )
-        # The popularity metrics go in one job; each vector metric in its own, as a plan that
-        # carries the item vectors several times serializes into multi-MiB tasks (a Spark WARN each).
-        vector_metrics = [name for name in frames if name in _VECTOR_METRICS]
-        stacked = [_stacked({name: frame for name, frame in frames.items() if name not in vector_metrics}, group_col)]
-        stacked += [_stacked({name: frames[name]}, group_col) for name in vector_metrics]
-        values = {(row[_METRIC], row[group_col]): row[VALUE] for frame in stacked for row in frame.collect()}
-        for name in frames:
+                )})
+        rows = [row for job in jobs for row in _stacked(job, group_col).collect()]
+        values = {(row[_METRIC], row[group_col]): row[VALUE] for row in rows}
+        for name in (name for job in jobs for name in job):
             for group, metrics in results.items():
                 value = values.get((name, group))
                 metrics[name] = float("nan") if value is None else float(value)

@@ -70,7 +70,7 @@ def airflow_env(tmp_path_factory):
         "AIRFLOW_VAR_RECSPARK_PYTHON": sys.executable,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "SPARK_LOCAL_IP": "127.0.0.1",
-        # quicker JVM start for short jobs (as tests/conftest.py does for the shared session)
+        # quicker JVM start for short jobs (tests/tiny_spark.py)
         "SPARK_SUBMIT_OPTS": JVM_OPTIONS,
     }
     env.pop("PYTHONPATH", None)

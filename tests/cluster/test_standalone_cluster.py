@@ -67,7 +67,7 @@ def cluster_env(tmp_path_factory):
         "SPARK_PID_DIR": str(state / "pids"),
         "SPARK_WORKER_DIR": str(state / "work"),
         "SPARK_LOCAL_IP": "127.0.0.1",
-        # quicker JVM start for short jobs (as tests/conftest.py does for the shared session)
+        # quicker JVM start for short jobs (tests/tiny_spark.py)
         "SPARK_SUBMIT_OPTS": JVM_OPTIONS,
         "SPARK_DAEMON_JAVA_OPTS": JVM_OPTIONS,
         "PYSPARK_PYTHON": sys.executable,
