@@ -22,19 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import DataFrame
 
-from recspark.config import load_config
+from recspark.config import Config, load_config
 from recspark.deep.scoring import blend, normalised_scores, tune_blend_weights
 from recspark.featurize.splits import split_protocol
 from recspark.io.delta import DeltaTables
 from recspark.io.session import build_spark_session
 from recspark.pipeline.registry import stage
 from recspark.pipeline.stage import StageTables
-from recspark.ranker.blend import validation_inputs, validation_ndcg
+from recspark.ranker.blend import ValidationInputs, validation_inputs, validation_ndcg
 from recspark.ranker.features import FeatureSet, ranker_features
 from recspark.ranker.lambdarank import LearnedRanker
 from recspark.sources import SourceInputs, as_candidates, get_source
@@ -55,43 +56,70 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    config = load_config(None, [f"warehouse={args.warehouse}", "spark.master=local[2]", *args.overrides])
+@dataclass
+class ValidationLists:
+    """What rerank's validation protocol builds on a warehouse: its inputs (fit rows, validation
+    pairs, labels), every source's validation-time candidates, the fit rows as history, the item
+    embeddings (None without the table) and each source's refit + recommend seconds."""
+
+    inputs: ValidationInputs
+    lists: DataFrame
+    history: DataFrame
+    embeddings: DataFrame | None
+    refit_seconds: dict[str, float]
+
+
+def open_warehouse(warehouse: str, overrides: list[str]) -> tuple[Config, StageTables]:
+    """The config and the rerank stage's declared tables of ``warehouse`` (a local[2] session)."""
+    config = load_config(None, [f"warehouse={warehouse}", "spark.master=local[2]", *overrides])
     spark = build_spark_session(config.spark)
     spark.sparkContext.setCheckpointDir(config.checkpoint_dir())
     declared = stage("rerank")
-    tables = StageTables(DeltaTables.from_config(spark, config), declared.name, declared.reads, ())
-    n, k = config.candidates.n, config.evaluation.k
+    return config, StageTables(DeltaTables.from_config(spark, config), declared.name, declared.reads, ())
+
+
+def validation_lists(config: Config, tables: StageTables, sources: list[str]) -> ValidationLists:
+    """Every source of ``sources`` refit on the fit rows and asked for ``candidates.n`` items per
+    user with the fit rows as seen history, as rerank does."""
     split = tables.read("interactions_split")
     _, seed = split_protocol(tables.latest_metadata("interactions_split"))
     inputs = validation_inputs(split, config.deep.validation_ratio, seed)
     fit_rows = inputs.fit_rows.cache()
     users = tables.read("user_index").select("user_idx")
     seen = fit_rows.select("user_idx", "item_idx")
-    sources = sorted({s for name in args.variants for s in VARIANTS[name]}, key=lambda s: [*BASE, "ease", "user_knn"].index(s))
     refit_seconds, parts = {}, []
     for name in sources:
         start = time.perf_counter()
         model = get_source(name).refit(fit_rows, SourceInputs(config, tables))
-        part = as_candidates(model.recommend(users, n, seen), name).localCheckpoint()
+        part = as_candidates(model.recommend(users, config.candidates.n, seen), name).localCheckpoint()
         part.count()
         refit_seconds[name] = time.perf_counter() - start
         print(f"refit {name}: {refit_seconds[name]:.1f} s", flush=True)
         parts.append(part)
-    validation_lists = reduce(DataFrame.unionByName, parts).cache()
     embeddings = tables.read("item_embeddings") if tables.exists("item_embeddings") else None
-    history = fit_rows.select(*HISTORY_COLUMNS)
+    return ValidationLists(inputs, reduce(DataFrame.unionByName, parts).cache(), fit_rows.select(*HISTORY_COLUMNS),
+                           embeddings, refit_seconds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    config, tables = open_warehouse(args.warehouse, args.overrides)
+    spark = tables.read("user_index").sparkSession
+    n, k = config.candidates.n, config.evaluation.k
+    sources = sorted({s for name in args.variants for s in VARIANTS[name]}, key=lambda s: [*BASE, "ease", "user_knn"].index(s))
+    built = validation_lists(config, tables, sources)
+    inputs, refit_lists, embeddings, history = built.inputs, built.lists, built.embeddings, built.history
+    refit_seconds = built.refit_seconds
     results, lists = {}, {}
     for variant in sorted(args.variants, key=lambda v: -len(VARIANTS[v])):
         chosen = VARIANTS[variant]
         start = time.perf_counter()
-        scores = normalised_scores(validation_lists, chosen)
+        scores = normalised_scores(refit_lists, chosen)
         tuning = tune_blend_weights(scores, inputs.validation, chosen, config.deep.hybrid_weight_grid, k)
         hybrid_s = time.perf_counter() - start
         start = time.perf_counter()
         features = FeatureSet(tuple(chosen), n, content=embeddings is not None)
-        training = ranker_features(validation_lists, history, features, item_embeddings=embeddings).localCheckpoint()
+        training = ranker_features(refit_lists, history, features, item_embeddings=embeddings).localCheckpoint()
         ranker = LearnedRanker(config.ranker).fit(training, inputs.labels, features.columns)
         ranker_s = time.perf_counter() - start
         lists[variant] = reduce(DataFrame.unionByName, [
@@ -105,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
                             "ranker_importances": dict(list(ranker.feature_importances().items())[:8])}
         print(variant, json.dumps({k_: v for k_, v in results[variant].items() if k_ != "ranker_eval_users"}), flush=True)
     selection = results[max(args.variants, key=lambda v: len(VARIANTS[v]))]["ranker_eval_users"]
-    every = reduce(DataFrame.unionByName, [validation_lists, *lists.values()])
+    every = reduce(DataFrame.unionByName, [refit_lists, *lists.values()])
     ndcg = validation_ndcg(every, inputs.validation, k, selection)
     spark.stop()
     lines = [

@@ -12,7 +12,9 @@ partitions, and the validated champion that publish serves.
   labelled by the validation pairs; it then scores tonight's candidates and keeps ``candidates.n``
   per user. Feature importances (``ranker_feature_importances.json``) and the model
   (``mlflow.lightgbm``, registered as ``ranker.model_name`` with ``ranker.champion_alias`` moved
-  on improvement, like ALS) go to MLflow.
+  on improvement, like ALS) go to MLflow; the booster alone lacks the base prior the ranker adds
+  (``ranker.base_feature``, ``ranker.uses_trees``), so ``ranker_model.json``
+  (:meth:`recspark.ranker.lambdarank.RankerModel.to_string`) is the complete model.
 * ``hybrid`` (the baseline blend): the ``deep.hybrid_sources`` present, min-max normalised per
   user, blended with the weights of ``deep.hybrid_weight_grid`` chosen on validation
   (``hybrid_weights.json``).
@@ -181,7 +183,9 @@ def run_rerank(ctx: StageContext) -> RerankSummary:
             validation_parts.append(as_candidates(ranker.rank(training, k), RANKER_SOURCE).localCheckpoint())
         importances = {kind: ranker.feature_importances(kind) for kind in ("gain", "split")}
         tracker.log_dict(importances, "ranker_feature_importances.json")
-        tracker.log_metrics({"ranker.best_iteration": ranker.best_iteration, "ranker.eval_ndcg": ranker.eval_ndcg})
+        tracker.log_params({"ranker.base_feature": ranker.base_feature or "", "ranker.uses_trees": ranker.use_trees})
+        tracker.log_metrics({"ranker.best_iteration": ranker.best_iteration, "ranker.eval_ndcg": ranker.eval_ndcg}
+                            | ({"ranker.base_ndcg": ranker.base_ndcg} if ranker.base_ndcg is not None else {}))
         log.info("ranker feature importances (gain): %s",
                  ", ".join(f"{name} {value:.1f}" for name, value in list(importances["gain"].items())[:10]))
     fit_rows.unpersist()
@@ -195,6 +199,7 @@ def run_rerank(ctx: StageContext) -> RerankSummary:
     champion_version = "" if champion == "als" else f"{champion}:unregistered"
     if ranker is not None:
         model_uri = tracker.log_lightgbm_model(ranker.booster, "ranker_model")
+        tracker.log_text(ranker.to_string(), "ranker_model.json")
         if rc.register_model:
             tracker.register_if_better(model_uri, rc.model_name, rc.champion_alias, f"validation_ndcg_at_{k}",
                                        ranker_ndcg)

@@ -7,12 +7,20 @@ candidate teach lambdarank anything; those users are collected to the driver (Ar
 ``max_training_users`` of them (a seeded hash sample above the cap), and split by user into a
 training and an early-stopping group set.
 
+The trees learn a correction to a base source's ranking (``RankerSettings.base_source``): its
+prior ``-ln(rank)`` is LightGBM's ``init_score`` in training and is added to the trees' output
+when scoring; on the held-out users the model with trees is compared with the base ranking
+alone, and the trees are dropped when they do not beat it. On MovieLens the plain lambdarank
+early-stopped after four rounds and ranked below its best input (EASE), because the
+piecewise-constant trees tie many candidates; the prior breaks those ties in the base's order.
+
 The test split must never reach the ranker: :meth:`LearnedRanker.fit` takes only the features
 and the label pairs, and refuses labels whose ``split`` column (when present) holds anything
 but ``validation``; :func:`validation_labels` is the one way to cut labels from a split frame.
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Iterator
 
@@ -23,11 +31,12 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recspark.ranker.features import KEYS
-from recspark.ranker.settings import RankerSettings
+from recspark.ranker.settings import AUTO_BASE, NO_BASE, RankerSettings
 
 log = logging.getLogger(__name__)
 
 LABEL = "label"
+RANK_PREFIX = "rank_"
 VALIDATION = "validation"
 
 
@@ -70,13 +79,79 @@ def _training_users(labelled: DataFrame, settings: RankerSettings) -> DataFrame:
     return kept.select("user_idx", eval_bucket.alias("is_eval"))
 
 
-def _dataset(rows: pd.DataFrame, feature_names: list[str], reference: lgb.Dataset | None = None) -> lgb.Dataset:
-    rows = rows.sort_values(KEYS, kind="stable")
+def training_rows(features: DataFrame, labels: DataFrame, feature_names: list[str],
+                  settings: RankerSettings) -> pd.DataFrame:
+    """The rows the ranker learns from, on the driver, sorted by (user_idx, item_idx): keys, the
+    ``feature_names``, ``label`` and ``is_eval`` (the user is held out for early stopping), for
+    the users with a positive and a negative candidate (at most ``max_training_users``).
+    ``labels`` as for :meth:`LearnedRanker.fit`; ValueError on test rows or when no user is left."""
+    _require_validation_only(labels)
+    missing = [c for c in KEYS + feature_names if c not in features.columns]
+    if missing:
+        raise ValueError(f"features is missing column(s) {missing}")
+    labelled = labelled_features(features.select(*KEYS, *feature_names), labels)
+    users = _training_users(labelled, settings)
+    rows = labelled.join(F.broadcast(users), "user_idx").toPandas()
+    if rows.empty:
+        raise ValueError("no user has both a positive and a negative candidate: nothing to learn from")
+    return rows.sort_values(KEYS, kind="stable", ignore_index=True)
+
+
+def base_prior(ranks: np.ndarray) -> np.ndarray:
+    """The base source's prior score of each candidate: ``-ln(rank)`` (0 for rank 1)."""
+    return -np.log(np.maximum(np.asarray(ranks, dtype=np.float64), 1.0))
+
+
+def mean_ndcg(users: np.ndarray, items: np.ndarray, scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Mean NDCG@k over the users with a positive label, each user's candidates ordered by
+    ``scores`` descending (ties: smaller item first); binary labels, ideal = the user's positives
+    among the candidates (LightGBM's lambdarank metric)."""
+    order = np.lexsort((items, -np.asarray(scores, dtype=np.float64), users))
+    users, labels = users[order], np.asarray(labels, dtype=np.float64)[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    position = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    discount = 1.0 / np.log2(np.arange(k) + 2.0)
+    gains = np.where(position < k, labels * discount[np.minimum(position, k - 1)], 0.0)
+    dcg = np.add.reduceat(gains, starts)
+    positives = np.add.reduceat(labels, starts).astype(int)
+    idcg = np.r_[0.0, np.cumsum(discount)][np.minimum(positives, k)]
+    has_positive = idcg > 0
+    return float((dcg[has_positive] / idcg[has_positive]).mean()) if has_positive.any() else 0.0
+
+
+def _dataset(rows: pd.DataFrame, feature_names: list[str], init_score: np.ndarray,
+             reference: lgb.Dataset | None = None) -> lgb.Dataset:
+    """A lambdarank Dataset of ``rows`` (sorted by user): one query group per user."""
     group = rows.groupby("user_idx", sort=False).size().to_numpy()
     return lgb.Dataset(
         rows[feature_names].to_numpy(np.float64), label=rows[LABEL].to_numpy(), group=group,
-        feature_name=feature_names, reference=reference, free_raw_data=True,
+        init_score=init_score, feature_name=feature_names, reference=reference, free_raw_data=True,
     )
+
+
+def _ndcg_of(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
+    return mean_ndcg(rows["user_idx"].to_numpy(), rows["item_idx"].to_numpy(), scores, rows[LABEL].to_numpy(), k)
+
+
+def choose_base_feature(rows: pd.DataFrame, feature_names: list[str], base_source: str, k: int) -> str | None:
+    """The ``rank_<source>`` feature the prior comes from: ``none`` -> None; a source name -> its
+    rank feature (ValueError when absent); ``auto`` -> the rank feature whose ranking has the best
+    NDCG@k on ``rows`` (the training users; the first in feature order on a tie), None when the
+    features have no rank feature."""
+    if base_source == NO_BASE:
+        return None
+    if base_source != AUTO_BASE:
+        feature = f"{RANK_PREFIX}{base_source}"
+        if feature not in feature_names:
+            raise ValueError(f"base_source {base_source!r}: no feature {feature!r} among {feature_names}")
+        return feature
+    ranked = [name for name in feature_names if name.startswith(RANK_PREFIX)]
+    if not ranked:
+        return None
+    quality = {name: _ndcg_of(rows, base_prior(rows[name].to_numpy()), k) for name in ranked}
+    log.info("ranker base source ndcg@%d on the training users: %s", k,
+             ", ".join(f"{name[len(RANK_PREFIX):]} {value:.4f}" for name, value in quality.items()))
+    return max(ranked, key=lambda name: quality[name])
 
 
 class LearnedRanker:
@@ -91,39 +166,40 @@ class LearnedRanker:
 
         ``feature_names`` default: every column of ``features`` but the keys. Users above
         ``max_training_users`` (with a positive and a negative candidate) are left out by a
-        seeded sample, because training collects the rows to the driver. Raises ValueError when
-        no user has both a positive and a negative candidate, or too few for the eval share.
+        seeded sample, because training collects the rows to the driver. With a base source
+        (``settings.base_source``), the trees start from its prior and are kept only when they
+        beat it on the held-out users. Raises ValueError when no user has both a positive and a
+        negative candidate, or too few for the eval share.
         """
-        _require_validation_only(labels)
-        names = feature_names or [c for c in features.columns if c not in KEYS]
-        missing = [c for c in KEYS + names if c not in features.columns]
-        if missing:
-            raise ValueError(f"features is missing column(s) {missing}")
         s = self.settings
-        labelled = labelled_features(features.select(*KEYS, *names), labels)
-        users = _training_users(labelled, s)
-        rows = labelled.join(F.broadcast(users), "user_idx").toPandas()
-        if rows.empty:
-            raise ValueError("no user has both a positive and a negative candidate: nothing to learn from")
+        names = feature_names or [c for c in features.columns if c not in KEYS]
+        rows = training_rows(features, labels, names, s)
         is_eval = rows.pop("is_eval").to_numpy(bool)
         if is_eval.all() or not is_eval.any():
             raise ValueError(f"too few training users ({rows['user_idx'].nunique()}) to hold out an eval share")
-        train_set = _dataset(rows[~is_eval], names)
-        eval_set = _dataset(rows[is_eval], names, reference=train_set)
-        evals: dict = {}
+        train_rows, eval_rows = rows[~is_eval], rows[is_eval]
+        base = choose_base_feature(train_rows, names, s.base_source, s.eval_at)
+        prior = base_prior(rows[base].to_numpy()) if base else np.zeros(len(rows))
+        train_set = _dataset(train_rows, names, prior[~is_eval])
+        eval_set = _dataset(eval_rows, names, prior[is_eval], reference=train_set)
         booster = lgb.train(
             s.lightgbm_params(), train_set, num_boost_round=s.n_estimators, valid_sets=[eval_set],
-            valid_names=["eval"],
-            callbacks=[lgb.early_stopping(s.early_stopping_rounds, verbose=False), lgb.record_evaluation(evals)],
+            valid_names=["eval"], callbacks=[lgb.early_stopping(s.early_stopping_rounds, verbose=False)],
         )
         best = booster.best_iteration or booster.current_iteration()
-        eval_ndcg = float(evals["eval"][f"ndcg@{s.eval_at}"][best - 1])
-        log.info("ranker: %d training rows, %d users (%d eval), best iteration %d, eval ndcg@%d %.4f",
-                 len(rows), rows["user_idx"].nunique(), int(rows.loc[is_eval, "user_idx"].nunique()), best,
-                 s.eval_at, eval_ndcg)
-        eval_users = sorted(int(u) for u in rows.loc[is_eval, "user_idx"].unique())
-        return RankerModel(booster.model_to_string(num_iteration=best), best_iteration=best, eval_ndcg=eval_ndcg,
-                           eval_users=eval_users)
+        trees = booster.predict(eval_rows[names].to_numpy(np.float64), num_iteration=best)
+        eval_ndcg = _ndcg_of(eval_rows, prior[is_eval] + trees, s.eval_at)
+        base_ndcg = _ndcg_of(eval_rows, prior[is_eval], s.eval_at) if base else None
+        use_trees = base_ndcg is None or eval_ndcg > base_ndcg
+        log.info("ranker: %d training rows, %d users (%d eval), base %s, best iteration %d, eval ndcg@%d %.4f "
+                 "(base alone %s): %s", len(rows), rows["user_idx"].nunique(),
+                 int(eval_rows["user_idx"].nunique()), base or "none", best, s.eval_at, eval_ndcg,
+                 "-" if base_ndcg is None else f"{base_ndcg:.4f}",
+                 "trees kept" if use_trees else "trees dropped, serving the base ranking")
+        eval_users = sorted(int(u) for u in eval_rows["user_idx"].unique())
+        return RankerModel(booster.model_to_string(num_iteration=best), base_feature=base, use_trees=use_trees,
+                           best_iteration=best, eval_ndcg=eval_ndcg if use_trees else base_ndcg,
+                           base_ndcg=base_ndcg, eval_users=eval_users)
 
 
 _BOOSTERS: dict[int, lgb.Booster] = {}
@@ -139,29 +215,43 @@ def _worker_booster(model_string: str) -> lgb.Booster:
 
 
 class RankerModel:
-    """A trained lambdarank booster (LightGBM model string) and its feature names; after
-    :meth:`LearnedRanker.fit`, ``eval_users`` are the users held out of training (early stopping
-    only), the fair ground to compare the ranker with other lists on."""
+    """A trained lambdarank booster (LightGBM model string) over its feature names, plus the base
+    prior it starts from: score = ``-ln(<base_feature>)`` (when ``base_feature`` is set) + the
+    trees' output (when ``use_trees``). After :meth:`LearnedRanker.fit`, ``eval_users`` are the
+    users held out of training (early stopping and the trees-or-base choice), the fair ground to
+    compare the ranker with other lists on; ``eval_ndcg`` / ``base_ndcg`` their NDCG@eval_at with
+    this model / with the base ranking alone."""
 
-    def __init__(self, model_string: str, best_iteration: int | None = None, eval_ndcg: float | None = None,
+    def __init__(self, model_string: str, base_feature: str | None = None, use_trees: bool = True,
+                 best_iteration: int | None = None, eval_ndcg: float | None = None, base_ndcg: float | None = None,
                  eval_users: list[int] | None = None):
+        if base_feature is None and not use_trees:
+            raise ValueError("a ranker without a base feature must use its trees")
         self.booster = lgb.Booster(model_str=model_string)
         self.model_string = model_string
+        self.base_feature = base_feature
+        self.use_trees = use_trees
         self.best_iteration = best_iteration
         self.eval_ndcg = eval_ndcg
+        self.base_ndcg = base_ndcg
         self.eval_users = eval_users or []
+        if base_feature is not None and base_feature not in self.feature_names:
+            raise ValueError(f"base feature {base_feature!r} is not among the model's features {self.feature_names}")
 
     @property
     def feature_names(self) -> list[str]:
         return list(self.booster.feature_name())
 
     def to_string(self) -> str:
-        """The LightGBM model text (feature names included); :meth:`from_string` reads it back."""
-        return self.model_string
+        """JSON of the LightGBM model text (feature names included), the base feature and
+        whether the trees are used; :meth:`from_string` reads it back."""
+        return json.dumps({"base_feature": self.base_feature, "use_trees": self.use_trees,
+                           "lightgbm_model": self.model_string})
 
     @classmethod
-    def from_string(cls, model_string: str) -> RankerModel:
-        return cls(model_string)
+    def from_string(cls, text: str) -> RankerModel:
+        stored = json.loads(text)
+        return cls(stored["lightgbm_model"], base_feature=stored["base_feature"], use_trees=stored["use_trees"])
 
     def feature_importances(self, importance_type: str = "gain") -> dict[str, float]:
         """Feature name -> total ``gain`` (or ``split`` count) over the trees, largest first."""
@@ -177,11 +267,14 @@ class RankerModel:
         if missing:
             raise ValueError(f"features is missing column(s) {missing} the model was trained on")
         broadcast = features.sparkSession.sparkContext.broadcast(self.model_string)
+        base, use_trees = self.base_feature, self.use_trees
 
         def predict(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            booster = _worker_booster(broadcast.value)
+            booster = _worker_booster(broadcast.value) if use_trees else None
             for frame in frames:
-                scores = booster.predict(frame[names].to_numpy(np.float64), num_threads=1) if len(frame) else []
+                scores = base_prior(frame[base].to_numpy()) if base else np.zeros(len(frame))
+                if use_trees and len(frame):
+                    scores = scores + booster.predict(frame[names].to_numpy(np.float64), num_threads=1)
                 yield pd.DataFrame({"user_idx": frame["user_idx"], "item_idx": frame["item_idx"],
                                     "score": np.asarray(scores, dtype=np.float64)})
 

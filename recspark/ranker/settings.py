@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+AUTO_BASE = "auto"
+NO_BASE = "none"
+
 
 @dataclass
 class RankerSettings:
@@ -14,6 +17,14 @@ class RankerSettings:
     (those users also choose the published champion, see :mod:`recspark.ranker.blend`).
     ``max_training_users`` caps the users collected to the driver. ``num_threads`` 0: LightGBM's
     default (all cores) for training; scoring in Spark uses one thread per Python worker.
+
+    ``base_source``: the trees learn a correction to one source's ranking instead of a ranking
+    from scratch. The score is ``-ln(rank_<base>)`` (the prior, LightGBM's ``init_score``) plus
+    the trees' output, so ties between the trees' piecewise-constant leaves fall back to the
+    base ranking, and when the trees do not beat the base alone on the held-out users they are
+    dropped (the ranker then serves the base ranking). ``auto``: the source whose ranking has
+    the best ndcg@``eval_at`` on the training users (never the held-out ones); ``none``: no
+    prior (plain lambdarank); else a source name of the blended sources.
 
     Pipeline: ``enabled`` trains the ranker in rerank (the ``ranker`` candidates); ``sources``
     are the candidate sources it blends (empty: every source present in ``candidates``);
@@ -32,6 +43,7 @@ class RankerSettings:
     max_training_users: int = 100_000
     seed: int = 42
     num_threads: int = 0
+    base_source: str = AUTO_BASE
     enabled: bool = True
     sources: list[str] = field(default_factory=list)
     register_model: bool = True
@@ -54,8 +66,12 @@ class RankerSettings:
             raise ValueError(f"eval_fraction: must be in (0, 1), got {self.eval_fraction}")
         if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 0:
             raise ValueError(f"num_threads: must be an integer >= 0, got {self.num_threads!r}")
+        if not isinstance(self.base_source, str) or not self.base_source.strip():
+            raise ValueError(f"base_source: must be 'auto', 'none' or a source name, got {self.base_source!r}")
         if len(set(self.sources)) != len(self.sources):
             raise ValueError(f"sources: must be distinct, got {self.sources}")
+        if self.sources and self.base_source not in (AUTO_BASE, NO_BASE, *self.sources):
+            raise ValueError(f"base_source: {self.base_source!r} is not one of sources {self.sources}")
         for name in ("model_name", "champion_alias"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name}: must not be empty")

@@ -17,6 +17,7 @@ from recspark.cli import main
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
 from recspark.pipeline.registry import NIGHTLY, STAGES
+from recspark.ranker.lambdarank import RankerModel
 from tiny_spark import PIPELINE_CONF, session_conf
 
 pytestmark = pytest.mark.integration
@@ -234,7 +235,11 @@ def test_the_ranker_is_trained_on_validation_registered_and_the_champion_recorde
     runs = client.search_runs([client.get_experiment_by_name("recspark").experiment_id])
     rerank_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "rerank")
     artifacts = {a.path for a in client.list_artifacts(rerank_run.info.run_id)}
-    assert {"champion.json", "ranker_feature_importances.json", "hybrid_weights.json"} <= artifacts
+    assert {"champion.json", "ranker_feature_importances.json", "hybrid_weights.json", "ranker_model.json"} <= artifacts
+    ranker = RankerModel.from_string(Path(mlflow.artifacts.download_artifacts(
+        run_id=rerank_run.info.run_id, artifact_path="ranker_model.json", tracking_uri=uri)).read_text())
+    assert ranker.base_feature == (rerank_run.data.params["ranker.base_feature"] or None)
+    assert str(ranker.use_trees) == rerank_run.data.params["ranker.uses_trees"]
     champion = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=rerank_run.info.run_id, artifact_path="champion.json", tracking_uri=uri)).read_text())
     assert champion["champion"] == max(champion["validation_ndcg@10"], key=champion["validation_ndcg@10"].get)

@@ -9,7 +9,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from recspark.ranker.features import NO_HISTORY_DAYS, FeatureSet, ranker_features
-from recspark.ranker.lambdarank import LearnedRanker, RankerModel, RankerSettings, validation_labels
+from recspark.ranker.lambdarank import LearnedRanker, RankerModel, RankerSettings, mean_ndcg, validation_labels
 
 pytestmark = pytest.mark.unit
 
@@ -145,7 +145,60 @@ def test_model_round_trip(spark):
     assert_df_equality(restored.rank(features, 5), model.rank(features, 5), ignore_row_order=True)
 
 
+def _ranked_by_a_source(spark, seed: int, users: int = 60, items_per_user: int = 12):
+    """``rank_good`` ranks each user's 3 positives first (in a random order), ``rank_bad`` ranks
+    them last; ``noise`` is random. The good source alone scores NDCG 1.0."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for user in range(users):
+        good = rng.permutation(items_per_user) + 1
+        for item in range(items_per_user):
+            positive = good[item] <= 3
+            rows.append((user, item, float(good[item]), float(items_per_user + 1 - good[item]), float(rng.normal())))
+            if positive:
+                labels.append((user, item))
+    features = spark.createDataFrame(rows, "user_idx int, item_idx int, rank_good double, rank_bad double, noise double")
+    return features, spark.createDataFrame(labels, "user_idx int, item_idx int")
+
+
+def test_mean_ndcg_on_hand_computed_values():
+    users = np.array([1, 1, 1, 2, 2, 3])
+    items = np.array([10, 11, 12, 10, 11, 10])
+    scores = np.array([0.9, 0.5, 0.5, 0.1, 0.2, 1.0])
+    labels = np.array([0, 1, 0, 1, 0, 0])
+    # user 1: positive 11 ties with 12 at 0.5 and wins (smaller item) -> position 2: 1/log2(3);
+    # user 2: positive 10 is second: 1/log2(3); user 3 has no positive and is left out.
+    assert mean_ndcg(users, items, scores, labels, k=10) == pytest.approx(1 / np.log2(3))
+    assert mean_ndcg(users, items, scores, labels, k=1) == 0.0
+
+
+def test_auto_base_source_is_served_when_the_trees_cannot_beat_it(spark):
+    features, labels = _ranked_by_a_source(spark, seed=5)
+    names = ["rank_bad", "rank_good", "noise"]
+    model = LearnedRanker(SMALL).fit(features, labels, names)
+    assert model.base_feature == "rank_good"
+    assert model.base_ndcg == pytest.approx(1.0)
+    assert not model.use_trees and model.eval_ndcg == pytest.approx(1.0)
+    top = model.rank(features, 3).select("user_idx", "item_idx", "rank")
+    expected = features.where(F.col("rank_good") <= 3).select("user_idx", "item_idx", F.col("rank_good").cast("int").alias("rank"))
+    assert_df_equality(top, expected, ignore_row_order=True, ignore_nullable=True)
+    restored = RankerModel.from_string(model.to_string())
+    assert (restored.base_feature, restored.use_trees) == ("rank_good", False)
+    assert_df_equality(restored.rank(features, 3), model.rank(features, 3), ignore_row_order=True)
+
+
+def test_named_base_source_must_be_a_rank_feature(spark):
+    features, labels = _ranked_by_a_source(spark, seed=6, users=20)
+    with pytest.raises(ValueError, match="rank_ease"):
+        LearnedRanker(RankerSettings(base_source="ease", num_threads=1)).fit(features, labels, ["rank_good", "noise"])
+    plain = LearnedRanker(RankerSettings(**{**SMALL.__dict__, "base_source": "none"})).fit(features, labels,
+                                                                                           ["rank_bad", "noise"])
+    assert plain.base_feature is None and plain.use_trees
+
+
 def test_settings_validate_themselves():
+    with pytest.raises(ValueError, match="base_source"):
+        RankerSettings(sources=["als", "ease"], base_source="popularity")
     with pytest.raises(ValueError, match="num_leaves"):
         RankerSettings(num_leaves=1)
     with pytest.raises(ValueError, match="eval_fraction"):
