@@ -42,3 +42,12 @@ def planted_batches(train: np.ndarray, negatives: int = 3, batch_size: int = 128
             yield {"user_idx": all_users[rows], "item_idx": all_items[rows], "label": labels[rows]}
 
     return make
+
+
+def fresh_model(name: str, seed: int = 0):
+    """A freshly seeded ``name`` model (embedding_dim 8) over the planted users and items."""
+    from recspark.deep.models import build_model
+    from recspark.deep.training import set_seeds
+
+    set_seeds(seed)
+    return build_model(name, NUM_USERS, NUM_ITEMS, embedding_dim=8)

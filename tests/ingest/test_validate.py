@@ -7,12 +7,10 @@ from dataclasses import dataclass
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import Row
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recspark import schemas
 from recspark.ingest import reasons
-from recspark.ingest.presets import preset_sources
 from recspark.ingest.read import bronze_schema, read_source
 from recspark.ingest.settings import SourceSettings
 from recspark.ingest.validate import (
@@ -295,17 +293,6 @@ def test_item_tags_are_trimmed_lower_cased_and_blank_tags_quarantined(spark):
 
 def test_every_quarantine_reason_is_a_known_code(bad_ratings):
     assert {r.reason for r in bad_ratings.quarantine} <= reasons.ALL_REASONS
-
-
-def test_bundled_movielens_ratings_are_all_valid(spark, movielens_dir):
-    ratings = preset_sources("ml-latest-small", str(movielens_dir))[0]
-    bronze = read_source(spark, ratings)
-    validated = validate_interactions(bronze, ratings, dt.datetime(2030, 1, 1))
-
-    counts = validated.agg(F.count("*").alias("rows"), F.count("reason").alias("quarantined")).first()
-
-    assert bronze.count() == 100836
-    assert (counts.rows, counts.quarantined) == (100836, 0)
 
 
 @pytest.mark.parametrize(

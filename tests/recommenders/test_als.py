@@ -116,7 +116,7 @@ def test_bad_grids_are_rejected(grid, message):
 
 def test_search_picks_the_trial_with_the_best_validation_metric(planted):
     train, held_out = planted
-    base = ALSRecommender(max_iter=10, seed=1, reg_param=0.01)
+    base = ALSRecommender(max_iter=4, seed=1, reg_param=0.01)
     grid = {"implicit_prefs": [True, False], "rank": [2], "alpha": [0.01, 10.0]}
     result = search_als(train, held_out, grid, base, k=HELD_OUT, metric="precision@k")
     assert [t.params["implicit_prefs"] for t in result.trials] == [True, True, False]
@@ -124,7 +124,7 @@ def test_search_picks_the_trial_with_the_best_validation_metric(planted):
     assert result.best_index == scores.index(max(scores))
     assert result.best.metrics["precision@k"] == 1.0
     assert result.best.params["implicit_prefs"] is True
-    assert all(t.fit_seconds > 0 and t.params["max_iter"] == 10 for t in result.trials)
+    assert all(t.fit_seconds > 0 and t.params["max_iter"] == 4 for t in result.trials)
 
 
 def test_search_rejects_an_unknown_metric(planted):
@@ -138,8 +138,8 @@ def test_search_skips_explicit_points_once_when_no_pair_has_a_rating(planted, ca
     unrated = train.withColumn("rating", F.lit(None).cast("double"))
     grid = {"implicit_prefs": [True, False], "rank": [2], "reg_param": [0.01, 0.1], "alpha": [10.0]}
     with caplog.at_level(logging.INFO, logger="recspark.recommenders.als"):
-        result = search_als(unrated, held_out, grid, ALSRecommender(max_iter=5, seed=1), k=HELD_OUT)
-    assert [t.params["implicit_prefs"] for t in result.trials] == [True, True]
+        result = search_als(unrated, held_out, grid, ALSRecommender(max_iter=2, seed=1), k=HELD_OUT)
+    assert [(t.params["implicit_prefs"], t.params["reg_param"]) for t in result.trials] == [(True, 0.01), (True, 0.1)]
     skips = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
     assert skips == ["ALS search: no training pair has a 'rating', skipping 2 explicit grid point(s)"]
 
