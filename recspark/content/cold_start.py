@@ -83,6 +83,7 @@ def cold_start_results(
     seed: int,
     popularity_shrinkage: float,
     half_life_days: float | None,
+    center_embeddings: bool = True,
     item_vectors: DataFrame | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of content and popularity on the cold cohorts (see the module docstring).
@@ -92,7 +93,7 @@ def cold_start_results(
     cohort; a cohort without relevant pairs is skipped too.
     """
     results: dict[str, dict[str, float]] = {}
-    content = ContentRecommender(k, popularity_shrinkage, half_life_days)
+    content = ContentRecommender(k, popularity_shrinkage, half_life_days, center_embeddings)
     popularity = PopularityRecommender(k=k)
 
     def cohort(label: str, cohort_history: DataFrame, users: DataFrame, truth: DataFrame) -> None:

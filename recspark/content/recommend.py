@@ -1,5 +1,13 @@
 """Content-based recommendations with a popularity prior, for warm and cold users and items.
 
+With ``center_embeddings`` (the default) the item embeddings are first centred: the catalogue's
+mean embedding is subtracted and each vector re-normalised (:func:`centered_embeddings`).
+Sentence-model embeddings share a large common direction, so the mean of a user's history items
+points mostly along it and every profile ranks the same "average" items first; centring leaves
+the directions that tell items apart. Measured on MovieLens latest-small's validation carve
+(train minus 10%, never the test split): content NDCG@10 0.0509 -> 0.0606 for all users and
+0.0070 -> 0.0176 on the cold-item cohort.
+
 A user's profile is the recency-weighted mean of the embeddings of their history items
 (weight ``0.5 ** (age_days / half_life_days)``, age measured from the user's latest event),
 L2-normalised. An item's score for a user is
@@ -35,6 +43,7 @@ class ContentSettings:
     evaluation (the ``content`` config section); see :mod:`recspark.content.cold_start`."""
 
     profile_half_life_days: float | None = 365.0  # recency weight of history items; null: plain mean
+    center_embeddings: bool = True  # subtract the catalogue's mean embedding first (see the module doc)
     # Blend weight of content vs popularity: n / (n + popularity_shrinkage) for a user with n
     # history items (0: pure content for every user with history; new users get popularity).
     popularity_shrinkage: float = 10.0
@@ -94,14 +103,43 @@ def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: flo
     return weighted.groupBy("user_idx").applyInPandas(mean_profile, _PROFILE_SCHEMA)
 
 
+def centered_embeddings(embeddings: DataFrame) -> DataFrame:
+    """``embeddings`` (item_idx, embedding array<float>, ...) with the mean embedding over its rows
+    subtracted from every vector and the result L2-normalised (a vector equal to the mean
+    becomes all zeros); other columns unchanged. The mean is computed once, on the driver side
+    as ``dimension`` doubles."""
+    _require(embeddings, ["embedding"], "embeddings")
+    sums = (
+        embeddings.select(F.posexplode("embedding").alias("pos", "value"))
+        .groupBy("pos").agg(F.avg(F.col("value").cast("double")).alias("mean"))
+        .orderBy("pos").collect()
+    )
+    if not sums:
+        return embeddings
+    mean = F.array(*[F.lit(float(row["mean"])) for row in sums])
+    difference = F.zip_with(F.col("embedding"), mean, lambda x, m: x.cast("double") - m)
+    squared = F.aggregate(F.col("_centered"), F.lit(0.0), lambda acc, x: acc + x * x)
+    return (
+        embeddings.withColumn("_centered", difference)
+        .withColumn("_norm", F.sqrt(squared))
+        .withColumn("embedding", F.transform(
+            F.col("_centered"),
+            lambda x: F.when(F.col("_norm") > 0, x / F.col("_norm")).otherwise(F.lit(0.0)).cast("float"),
+        ))
+        .drop("_centered", "_norm")
+    )
+
+
 class ContentRecommender:
     """Estimator (pyspark.ml style) for :class:`ContentModel`; see the module docstring.
 
     Params: ``k`` recommendations per user; ``popularity_shrinkage`` s >= 0;
-    ``half_life_days`` of the profile recency weight (None: plain mean).
+    ``half_life_days`` of the profile recency weight (None: plain mean); ``center_embeddings``
+    (see the module docstring).
     """
 
-    def __init__(self, k: int = 10, popularity_shrinkage: float = 10.0, half_life_days: float | None = 365.0):
+    def __init__(self, k: int = 10, popularity_shrinkage: float = 10.0, half_life_days: float | None = 365.0,
+                 center_embeddings: bool = True):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if popularity_shrinkage < 0:
@@ -109,10 +147,14 @@ class ContentRecommender:
         self.k = k
         self.popularity_shrinkage = popularity_shrinkage
         self.half_life_days = half_life_days
+        self.center_embeddings = center_embeddings
 
     def fit(self, history: DataFrame, embeddings: DataFrame) -> ContentModel:
         """``history`` (user_idx, item_idx, event_ts), ``embeddings`` (item_idx, embedding
-        array<float>, unit length): profiles and normalised item popularity."""
+        array<float>, unit length): profiles and normalised item popularity (over the centred
+        embeddings with ``center_embeddings``)."""
+        if self.center_embeddings:
+            embeddings = centered_embeddings(embeddings).localCheckpoint()
         profiles = user_profiles(history, embeddings, self.half_life_days)
         popularity = history.groupBy("item_idx").agg(F.countDistinct("user_idx").alias("users"))
         top = popularity.agg(F.max("users")).first()[0] or 1

@@ -17,7 +17,8 @@ class ContentModel:
         self.settings = settings
 
     def recommend(self, users: DataFrame, n: int, seen: DataFrame) -> DataFrame:
-        model = ContentRecommender(n, self.settings.popularity_shrinkage, self.settings.profile_half_life_days)
+        model = ContentRecommender(n, self.settings.popularity_shrinkage, self.settings.profile_half_life_days,
+                                   self.settings.center_embeddings)
         return model.fit(self.history, self.embeddings).recommend(users, seen=seen)
 
 

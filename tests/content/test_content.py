@@ -12,6 +12,7 @@ from recspark.publish import PublishSettings
 from recspark.content import ContentRecommender, item_texts, items_to_embed, user_profiles
 from recspark.content.cold_start import cold_item_cohort, cold_start_results, near_empty_history, pick_share
 from recspark.content.embeddings import load_sentence_model
+from recspark.content.recommend import centered_embeddings
 from recspark.publish import final_recommendations
 
 pytestmark = pytest.mark.unit
@@ -184,3 +185,10 @@ def test_content_beats_popularity_on_cold_cohorts(spark):
     assert results["cold_items/popularity"]["ndcg@k"] == 0.0  # popularity never reaches a new item
     assert results["cold_items/content"]["ndcg@k"] > 0.2
     assert results["cold_users/content"]["ndcg@k"] > results["cold_users/popularity"]["ndcg@k"]
+
+
+def test_centered_embeddings_subtract_the_mean_and_renormalise(spark):
+    embeddings = spark.createDataFrame([(0, [2.0, 1.0]), (1, [2.0, -1.0]), (2, [2.0, 0.0])], EMBEDDINGS)
+    expected = spark.createDataFrame([(0, [0.0, 1.0]), (1, [0.0, -1.0]), (2, [0.0, 0.0])], EMBEDDINGS)
+    # exact in binary floating point: every difference is 0 or +-1 and every norm 0 or 1
+    assert_df_equality(centered_embeddings(embeddings), expected, ignore_row_order=True, ignore_nullable=True)
