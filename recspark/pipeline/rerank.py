@@ -30,8 +30,9 @@ Validation protocol (the test split is never used for any choice):
 3. the ranker learns on those candidates, the hybrid's grid point is the best on them;
 4. champion: every refit source, the hybrid and the ranker scored by mean NDCG@``evaluation.k``
    over the ranker's held-out users (the validation users it did not train on; all validation
-   users without a ranker); the best (``champion.json``, params/metrics ``champion``) is recorded
-   in the commit metadata of this stage's writes as ``recspark.champion``,
+   users without a ranker). The best is the champion, lists within ``ranker.champion_tolerance``
+   of it counting as tied (ties go to the ranker, the hybrid, then the hybrid's sources). It
+   (``champion.json``, params/metrics ``champion``) is recorded in the commit metadata of this stage's writes as ``recspark.champion``,
    ``recspark.champion_validation_ndcg``, ``recspark.champion_model_version`` and
    ``recspark.champion_mlflow_run_id`` for publish.
 
@@ -192,7 +193,7 @@ def run_rerank(ctx: StageContext) -> RerankSummary:
 
     with ctx.measure("rerank.champion"):
         scores = validation_ndcg(reduce(DataFrame.unionByName, validation_parts), truth, k, selection_users)
-    champion = choose_champion(scores, [*BLENDS, *hybrid_sources])
+    champion = choose_champion(scores, [*BLENDS, *hybrid_sources], rc.champion_tolerance)
     hybrid_ndcg, ranker_ndcg = scores.get(HYBRID_SOURCE), scores.get(RANKER_SOURCE)
     # lineage publish records: the registered ranker, "<source>:unregistered" for the hybrid or a
     # source without a registry entry, "" for ALS (publish then uses the ALS factors' version)

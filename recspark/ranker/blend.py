@@ -66,10 +66,15 @@ def validation_ndcg(lists: DataFrame, truth: DataFrame, k: int, users: list[int]
     return {source: m["ndcg@k"] * m["user_coverage"] for source, m in metrics.items()}
 
 
-def choose_champion(scores: dict[str, float], preference: list[str]) -> str:
-    """The list with the best validation NDCG; ties go to the earlier name of ``preference``
-    (then alphabetical)."""
+def choose_champion(scores: dict[str, float], preference: list[str], tolerance: float = 0.0) -> str:
+    """The list with the best validation NDCG; lists within ``tolerance`` of the best count as
+    tied, and ties go to the earlier name of ``preference`` (then the higher score, then
+    alphabetical)."""
     if not scores:
         raise ValueError("no validation scores to choose a champion from")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    best = max(scores.values())
+    tied = [name for name, value in scores.items() if value >= best - tolerance]
     order = {name: i for i, name in enumerate(preference)}
-    return min(scores, key=lambda s: (-scores[s], order.get(s, len(order)), s))
+    return min(tied, key=lambda s: (order.get(s, len(order)), -scores[s], s))

@@ -17,7 +17,7 @@ from recspark.cli import main
 from recspark.config import load_config
 from recspark.io.delta import DeltaTables
 from recspark.pipeline.registry import NIGHTLY, STAGES
-from recspark.ranker.lambdarank import RankerModel
+from recspark.ranker.lambdarank import RankerModel, RankerSettings
 from tiny_spark import PIPELINE_CONF, session_conf
 
 pytestmark = pytest.mark.integration
@@ -242,7 +242,8 @@ def test_the_ranker_is_trained_on_validation_registered_and_the_champion_recorde
     assert str(ranker.use_trees) == rerank_run.data.params["ranker.uses_trees"]
     champion = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=rerank_run.info.run_id, artifact_path="champion.json", tracking_uri=uri)).read_text())
-    assert champion["champion"] == max(champion["validation_ndcg@10"], key=champion["validation_ndcg@10"].get)
+    scores = champion["validation_ndcg@10"]
+    assert scores[champion["champion"]] >= max(scores.values()) - RankerSettings().champion_tolerance
     assert tables.history("candidates")[0].metadata["recspark.champion"] == champion["champion"]
     assert client.get_model_version_by_alias("recspark-ranker", "champion").run_id == rerank_run.info.run_id
     evaluate_run = next(r for r in runs if r.data.tags.get("recspark.stage") == "evaluate")

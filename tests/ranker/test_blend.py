@@ -92,3 +92,11 @@ def test_the_champion_is_the_best_list_ties_by_preference():
     assert choose_champion({"hybrid": 0.3, "ranker": 0.3, "als": 0.3}, ["ranker", "hybrid"]) == "ranker"
     with pytest.raises(ValueError, match="no validation scores"):
         choose_champion({}, ["ranker"])
+    # within the tolerance of the best, the preferred list wins; outside it, the best
+    close = {"hybrid": 0.1535, "ease": 0.1516, "ranker": 0.1516, "als": 0.1328}
+    assert choose_champion(close, ["ranker", "hybrid", "als"], tolerance=0.005) == "ranker"
+    assert choose_champion(close, ["ranker", "hybrid", "als"], tolerance=0.001) == "hybrid"
+    assert choose_champion(close, ["hybrid", "als"], tolerance=0.005) == "hybrid"
+    assert choose_champion({"ease": 0.16, "ranker": 0.15}, ["ranker"], tolerance=0.005) == "ease"
+    with pytest.raises(ValueError, match="tolerance"):
+        choose_champion(close, ["ranker"], tolerance=-0.1)

@@ -9,7 +9,14 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from recspark.ranker.features import NO_HISTORY_DAYS, FeatureSet, ranker_features
-from recspark.ranker.lambdarank import LearnedRanker, RankerModel, RankerSettings, mean_ndcg, validation_labels
+from recspark.ranker.lambdarank import (
+    LearnedRanker,
+    RankerModel,
+    RankerSettings,
+    mean_ndcg,
+    trees_beat_base,
+    validation_labels,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -172,6 +179,15 @@ def test_mean_ndcg_on_hand_computed_values():
     assert mean_ndcg(users, items, scores, labels, k=1) == 0.0
 
 
+def test_trees_must_beat_the_base_by_the_standard_errors_asked():
+    base = np.array([0.5, 0.5, 0.5, 0.5])
+    # gains 0.1, 0.3, -0.1, 0.1: mean 0.1, sample sd 0.1633, standard error 0.0816
+    noisy = base + np.array([0.1, 0.3, -0.1, 0.1])
+    assert trees_beat_base(noisy, base, 1.0) and not trees_beat_base(noisy, base, 2.0)
+    assert trees_beat_base(base + 0.1, base, 2.0)  # the same gain for everyone: no spread
+    assert not trees_beat_base(base, base, 0.0) and not trees_beat_base(base - 0.1, base, 0.0)
+
+
 def test_auto_base_source_is_served_when_the_trees_cannot_beat_it(spark):
     features, labels = _ranked_by_a_source(spark, seed=5)
     names = ["rank_bad", "rank_good", "noise"]
@@ -199,6 +215,8 @@ def test_named_base_source_must_be_a_rank_feature(spark):
 def test_settings_validate_themselves():
     with pytest.raises(ValueError, match="base_source"):
         RankerSettings(sources=["als", "ease"], base_source="popularity")
+    with pytest.raises(ValueError, match="min_gain_standard_errors"):
+        RankerSettings(min_gain_standard_errors=-1.0)
     with pytest.raises(ValueError, match="num_leaves"):
         RankerSettings(num_leaves=1)
     with pytest.raises(ValueError, match="eval_fraction"):
