@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 from recspark.config import Config, load_config
 from recspark.deep.scoring import blend, normalised_scores, tune_blend_weights
@@ -104,7 +104,7 @@ def validation_lists(config: Config, tables: StageTables, sources: list[str]) ->
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config, tables = open_warehouse(args.warehouse, args.overrides)
-    spark = tables.read("user_index").sparkSession
+    spark = SparkSession.getActiveSession()
     n, k = config.candidates.n, config.evaluation.k
     sources = sorted({s for name in args.variants for s in VARIANTS[name]}, key=lambda s: [*BASE, "ease", "user_knn"].index(s))
     built = validation_lists(config, tables, sources)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from bench.bench_blend import open_warehouse, validation_lists
 from recspark.ranker.features import FeatureSet, ranker_features
-from recspark.ranker.lambdarank import LABEL, base_prior, mean_ndcg, training_rows
+from recspark.ranker.lambdarank import base_prior, ranking_dataset, rows_mean_ndcg, training_rows
 
 SOURCES = ["als", "item_item", "popularity", "content", "ease", "user_knn"]
 FUSED = ["ease", "user_knn", "als", "item_item"]
@@ -59,15 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
-    return mean_ndcg(rows["user_idx"].to_numpy(), rows["item_idx"].to_numpy(), scores, rows[LABEL].to_numpy(), k)
-
-
-def _dataset(rows: pd.DataFrame, names: list[str], init: np.ndarray) -> lgb.Dataset:
-    group = rows.groupby("user_idx", sort=False).size().to_numpy()
-    return lgb.Dataset(rows[names].to_numpy(np.float64), label=rows[LABEL].to_numpy(), group=group, init_score=init)
-
-
 def cross_validate(rows: pd.DataFrame, names: list[str], base: str, params: dict, use_prior: bool, folds: np.ndarray,
                    rounds: list[int], k: int) -> np.ndarray:
     """Per fold and number of rounds: NDCG@k of the held-out fold minus the base ranking's."""
@@ -76,11 +67,13 @@ def cross_validate(rows: pd.DataFrame, names: list[str], base: str, params: dict
         train, held_out = rows[folds != fold], rows[folds == fold]
         prior = {part: base_prior(frame[base].to_numpy()) for part, frame in (("train", train), ("held_out", held_out))}
         start = {part: p if use_prior else np.zeros(len(p)) for part, p in prior.items()}
-        booster = lgb.train(params, _dataset(train, names, start["train"]), num_boost_round=max(rounds))
+        booster = lgb.train(params, ranking_dataset(train, names, start["train"]), num_boost_round=max(rounds))
         features = held_out[names].to_numpy(np.float64)
-        alone = _ndcg(held_out, prior["held_out"], k)
-        gains[fold] = [_ndcg(held_out, start["held_out"] + booster.predict(features, num_iteration=r), k) - alone
-                       for r in rounds]
+        alone = rows_mean_ndcg(held_out, prior["held_out"], k)
+        gains[fold] = [
+            rows_mean_ndcg(held_out, start["held_out"] + booster.predict(features, num_iteration=r), k) - alone
+            for r in rounds
+        ]
     return gains
 
 
@@ -90,9 +83,9 @@ def best_rank_fusion(rows: pd.DataFrame, k: int) -> tuple[float, dict[str, float
     priors = {s: base_prior(rows[f"rank_{s}"].to_numpy()) for s in FUSED}
     best = (-1.0, {})
     for weights in itertools.product([1.0], *[FUSION_WEIGHTS] * (len(FUSED) - 1)):
-        scored = _ndcg(rows, sum(w * priors[s] for w, s in zip(weights, FUSED)), k)
+        scored = rows_mean_ndcg(rows, sum(w * priors[s] for w, s in zip(weights, FUSED)), k)
         best = max(best, (scored, dict(zip(FUSED, weights))), key=lambda b: b[0])
-    return best[0], best[1], _ndcg(rows, priors[FUSED[0]], k)
+    return best[0], best[1], rows_mean_ndcg(rows, priors[FUSED[0]], k)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -138,9 +138,10 @@ def trees_beat_base(with_trees: np.ndarray, base: np.ndarray, standard_errors: f
     return bool(gain.mean() > standard_errors * error) if error > 0 else bool(gain.mean() > 0)
 
 
-def _dataset(rows: pd.DataFrame, feature_names: list[str], init_score: np.ndarray,
-             reference: lgb.Dataset | None = None) -> lgb.Dataset:
-    """A lambdarank Dataset of ``rows`` (sorted by user): one query group per user."""
+def ranking_dataset(rows: pd.DataFrame, feature_names: list[str], init_score: np.ndarray,
+                    reference: lgb.Dataset | None = None) -> lgb.Dataset:
+    """A lambdarank Dataset of ``rows`` (sorted by user): one query group per user, starting
+    from ``init_score``."""
     group = rows.groupby("user_idx", sort=False).size().to_numpy()
     return lgb.Dataset(
         rows[feature_names].to_numpy(np.float64), label=rows[LABEL].to_numpy(), group=group,
@@ -148,11 +149,13 @@ def _dataset(rows: pd.DataFrame, feature_names: list[str], init_score: np.ndarra
     )
 
 
-def _user_ndcg_of(rows: pd.DataFrame, scores: np.ndarray, k: int) -> np.ndarray:
+def rows_user_ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> np.ndarray:
+    """:func:`user_ndcg` of training rows (user_idx, item_idx, label) scored by ``scores``."""
     return user_ndcg(rows["user_idx"].to_numpy(), rows["item_idx"].to_numpy(), scores, rows[LABEL].to_numpy(), k)
 
 
-def _ndcg_of(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
+def rows_mean_ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
+    """:func:`mean_ndcg` of training rows (user_idx, item_idx, label) scored by ``scores``."""
     return mean_ndcg(rows["user_idx"].to_numpy(), rows["item_idx"].to_numpy(), scores, rows[LABEL].to_numpy(), k)
 
 
@@ -171,7 +174,7 @@ def choose_base_feature(rows: pd.DataFrame, feature_names: list[str], base_sourc
     ranked = [name for name in feature_names if name.startswith(RANK_PREFIX)]
     if not ranked:
         return None
-    quality = {name: _ndcg_of(rows, base_prior(rows[name].to_numpy()), k) for name in ranked}
+    quality = {name: rows_mean_ndcg(rows, base_prior(rows[name].to_numpy()), k) for name in ranked}
     log.info("ranker base source ndcg@%d on the training users: %s", k,
              ", ".join(f"{name[len(RANK_PREFIX):]} {value:.4f}" for name, value in quality.items()))
     return max(ranked, key=lambda name: quality[name])
@@ -203,17 +206,17 @@ class LearnedRanker:
         train_rows, eval_rows = rows[~is_eval], rows[is_eval]
         base = choose_base_feature(train_rows, names, s.base_source, s.eval_at)
         prior = base_prior(rows[base].to_numpy()) if base else np.zeros(len(rows))
-        train_set = _dataset(train_rows, names, prior[~is_eval])
-        eval_set = _dataset(eval_rows, names, prior[is_eval], reference=train_set)
+        train_set = ranking_dataset(train_rows, names, prior[~is_eval])
+        eval_set = ranking_dataset(eval_rows, names, prior[is_eval], reference=train_set)
         booster = lgb.train(
             s.lightgbm_params(), train_set, num_boost_round=s.n_estimators, valid_sets=[eval_set],
             valid_names=["eval"], callbacks=[lgb.early_stopping(s.early_stopping_rounds, verbose=False)],
         )
         best = booster.best_iteration or booster.current_iteration()
         trees = booster.predict(eval_rows[names].to_numpy(np.float64), num_iteration=best)
-        with_trees = _user_ndcg_of(eval_rows, prior[is_eval] + trees, s.eval_at)
+        with_trees = rows_user_ndcg(eval_rows, prior[is_eval] + trees, s.eval_at)
         eval_ndcg = float(with_trees.mean())
-        base_alone = _user_ndcg_of(eval_rows, prior[is_eval], s.eval_at) if base else None
+        base_alone = rows_user_ndcg(eval_rows, prior[is_eval], s.eval_at) if base else None
         base_ndcg = None if base_alone is None else float(base_alone.mean())
         use_trees = base_alone is None or trees_beat_base(with_trees, base_alone, s.min_gain_standard_errors)
         log.info("ranker: %d training rows, %d users (%d eval), base %s, best iteration %d, eval ndcg@%d %.4f "
