@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 
 from recspark.io.delta import DeltaTables
 from recspark.read_only_sql import run_sql
+from tiny_spark import JVM_OPTIONS
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +59,13 @@ SERVER = textwrap.dedent(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     conf = {"spark.ui.enabled": "false", "spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "2",
-            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
+            "spark.driver.extraJavaOptions": JVM_OPTIONS}
     config = Config(warehouse=sys.argv[1], spark=SparkSettings(master="local[1]", conf=conf),
                     delta=DeltaSettings(engine="delta-rs"))
     serve(config, "127.0.0.1", int(sys.argv[2]), refresh_seconds=1.0,
           table_names=["recommendations", "recommendations_latest", "not_written_yet"])
     """
-)
+).replace("JVM_OPTIONS", repr(JVM_OPTIONS))
 
 
 def _free_port() -> int:

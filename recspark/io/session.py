@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from py4j.java_gateway import java_import
 from pyspark.sql import SparkSession
 
 LOG_LEVELS = ("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN")
@@ -54,6 +55,22 @@ DEFAULT_CONF = {
 }
 
 
+# PySpark looks these classes up by their simple name on every call (``functions`` on each
+# ``F.col``/``F.lit``...). Py4J resolves a simple name by trying each star import in turn, a failed
+# class load over the ~250 Spark jars per miss before ``org.apache.spark.sql.*`` matches: 0.9 ms a
+# lookup here. A single import makes it a map hit (0.35 ms); a test run makes ~4,000 lookups a
+# minute.
+SINGLE_IMPORTS = (
+    "org.apache.spark.sql.functions",
+    "org.apache.spark.sql.Column",
+    "org.apache.spark.sql.SparkSession",
+    "org.apache.spark.sql.SparkSession$",
+)
+
+# Local sessions only: their Python workers run in this interpreter, where recspark is installed.
+LOCAL_DEFAULT_CONF = {"spark.python.daemon.module": "recspark.io.python_daemon"}
+
+
 def is_local_master(master: str | None) -> bool:
     return master is None or master.startswith("local")
 
@@ -74,16 +91,21 @@ def launched_by_spark_submit() -> bool:
 def build_spark_session(config: SparkSettings) -> SparkSession:
     """Get or create the SparkSession described by ``config``.
 
-    A new session gets :data:`REQUIRED_CONF`, :data:`DEFAULT_CONF` and ``config.conf`` (which
-    wins); an already active session gets only :data:`REQUIRED_CONF` and ``config.conf``."""
+    A new session gets :data:`REQUIRED_CONF`, :data:`DEFAULT_CONF` (plus
+    :data:`LOCAL_DEFAULT_CONF` for a local master) and ``config.conf`` (which wins); an already
+    active session gets only :data:`REQUIRED_CONF` and ``config.conf``."""
     submitted = launched_by_spark_submit()
     prepare_python_environment(config.master)
     builder = SparkSession.builder.appName(config.app_name)
     if config.master and not submitted:
         builder = builder.master(config.master)
     defaults = {} if SparkSession.getActiveSession() is not None else DEFAULT_CONF
+    if defaults and config.master and config.master.startswith("local") and not submitted:
+        defaults = {**defaults, **LOCAL_DEFAULT_CONF}
     for key, value in {**REQUIRED_CONF, **defaults, **config.conf}.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.log_level)
+    for name in SINGLE_IMPORTS:
+        java_import(spark._jvm, name)
     return spark

@@ -2,14 +2,21 @@
 what results depend on."""
 from __future__ import annotations
 
+import os
+import time
+import zipfile
+import zipimport
+
 import pytest
 
-from recspark.io.session import DEFAULT_CONF, REQUIRED_CONF, SparkSettings, build_spark_session
+from recspark.io import python_daemon
+from recspark.io.session import DEFAULT_CONF, LOCAL_DEFAULT_CONF, REQUIRED_CONF, SparkSettings, build_spark_session
 from tiny_spark import session_conf
 
 pytestmark = pytest.mark.unit
 
 PARTITIONS = "spark.sql.shuffle.partitions"
+ORIGINAL_INVALIDATE = zipimport.zipimporter.invalidate_caches
 
 
 def test_an_active_session_keeps_its_tuning_and_gets_the_required_settings(spark):
@@ -22,3 +29,39 @@ def test_an_active_session_keeps_its_tuning_and_gets_the_required_settings(spark
         assert spark.conf.get(PARTITIONS) == own_partitions
         build_spark_session(SparkSettings(master="local[2]", conf={PARTITIONS: "3"}))
         assert spark.conf.get(PARTITIONS) == "3"  # what the config says explicitly still wins
+
+
+def test_local_python_workers_run_recspark_daemon_and_a_udf_sees_its_zip_cache(spark):
+    assert spark.sparkContext.getConf().get("spark.python.daemon.module") == LOCAL_DEFAULT_CONF[
+        "spark.python.daemon.module"]
+
+    def patched(_):
+        import zipimport
+
+        yield zipimport.zipimporter.invalidate_caches.__name__  # the daemon ran the module as __main__
+
+    assert spark.sparkContext.parallelize([0], 1).mapPartitions(patched).collect() == [
+        python_daemon._invalidate_if_changed.__name__]
+
+
+def _write_archive(path, modules: dict[str, str]) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, source in modules.items():
+            archive.writestr(f"{name}.py", source)
+
+
+def test_a_zip_directory_is_read_again_only_when_the_archive_changed(tmp_path, monkeypatch):
+    archive = tmp_path / "lib.zip"
+    _write_archive(archive, {"first": "X = 1\n"})
+    reads = []
+    monkeypatch.setattr(python_daemon, "_read_directory", lambda importer: reads.append(importer.archive)
+                        or ORIGINAL_INVALIDATE(importer))
+    importer = zipimport.zipimporter(str(archive))
+    python_daemon._invalidate_if_changed(importer)
+    python_daemon._invalidate_if_changed(importer)
+    assert len(reads) == 1  # the first call reads (no stamp yet), the second finds it unchanged
+    _write_archive(archive, {"first": "X = 1\n", "second": "Y = 2\n"})
+    os.utime(archive, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    assert importer.find_spec("second") is None  # still the old directory
+    python_daemon._invalidate_if_changed(importer)
+    assert len(reads) == 2 and importer.find_spec("second") is not None
