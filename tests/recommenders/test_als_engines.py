@@ -28,7 +28,7 @@ from als_planted import planted_pairs
 pytestmark = pytest.mark.unit
 
 SCHEMA = "user_idx int, item_idx int, confidence double"
-ESTIMATOR = ALSRecommender(rank=8, reg_param=0.05, alpha=5.0, max_iter=10, seed=3)
+ESTIMATOR = ALSRecommender(rank=8, reg_param=0.05, alpha=5.0, max_iter=5, seed=3)
 
 
 @pytest.fixture(scope="module")

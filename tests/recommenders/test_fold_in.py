@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 
 SCHEMA = "user_idx int, item_idx int, confidence double"
 FACTORS = "item_idx int, features array<float>"
-ALS_PARAMS = {"rank": 8, "reg_param": 0.05, "alpha": 5.0, "max_iter": 10, "seed": 3}
+ALS_PARAMS = {"rank": 8, "reg_param": 0.05, "alpha": 5.0, "max_iter": 5, "seed": 3}
 
 
 def dense_hkv(y: np.ndarray, r: np.ndarray, alpha: float, reg: float) -> np.ndarray:
