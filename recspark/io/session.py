@@ -67,6 +67,11 @@ SINGLE_IMPORTS = (
     "org.apache.spark.sql.SparkSession$",
 )
 
+# Expected fallbacks, not problems: without a native BLAS (none is installed here) MLlib's netlib
+# tries JNI, then the incubating Vector API, then settles on pure Java, one WARN per failed try at
+# the first ALS fit of every process. Errors from these loggers still show.
+QUIET_LOGGERS = ("dev.ludovic.netlib",)
+
 # Local sessions only: their Python workers run in this interpreter, where recspark is installed.
 LOCAL_DEFAULT_CONF = {"spark.python.daemon.module": "recspark.io.python_daemon"}
 
@@ -108,4 +113,7 @@ def build_spark_session(config: SparkSettings) -> SparkSession:
     spark.sparkContext.setLogLevel(config.log_level)
     for name in SINGLE_IMPORTS:
         java_import(spark._jvm, name)
+    log4j = spark._jvm.org.apache.logging.log4j
+    for logger in QUIET_LOGGERS:
+        log4j.core.config.Configurator.setLevel(logger, log4j.Level.ERROR)
     return spark
