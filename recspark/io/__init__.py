@@ -1,3 +1,4 @@
 """Engines, one module each: Delta tables (:mod:`recspark.io.delta`), the Spark session
-(:mod:`recspark.io.session`), MLflow tracking (:mod:`recspark.io.tracking`) and Petastorm
-(:mod:`recspark.io.petastorm`). Everything else asks these modules."""
+(:mod:`recspark.io.session`; its local Python workers run :mod:`recspark.io.python_daemon`),
+MLflow tracking (:mod:`recspark.io.tracking`) and Petastorm (:mod:`recspark.io.petastorm`).
+Everything else asks these modules."""
