@@ -109,14 +109,14 @@ def centered_embeddings(embeddings: DataFrame) -> DataFrame:
     becomes all zeros); other columns unchanged. The mean is computed once, on the driver side
     as ``dimension`` doubles."""
     _require(embeddings, ["embedding"], "embeddings")
-    sums = (
+    means = (
         embeddings.select(F.posexplode("embedding").alias("pos", "value"))
         .groupBy("pos").agg(F.avg(F.col("value").cast("double")).alias("mean"))
         .orderBy("pos").collect()
     )
-    if not sums:
+    if not means:
         return embeddings
-    mean = F.array(*[F.lit(float(row["mean"])) for row in sums])
+    mean = F.array(*[F.lit(float(row["mean"])) for row in means])
     difference = F.zip_with(F.col("embedding"), mean, lambda x, m: x.cast("double") - m)
     squared = F.aggregate(F.col("_centered"), F.lit(0.0), lambda acc, x: acc + x * x)
     return (

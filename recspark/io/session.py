@@ -72,7 +72,8 @@ SINGLE_IMPORTS = (
 # the first ALS fit of every process. Errors from these loggers still show.
 QUIET_LOGGERS = ("dev.ludovic.netlib",)
 
-# Local sessions only: their Python workers run in this interpreter, where recspark is installed.
+# Local sessions only (a master left unset outside spark-submit is local[*]): their Python workers
+# run in this interpreter, where recspark is installed.
 LOCAL_DEFAULT_CONF = {"spark.python.daemon.module": "recspark.io.python_daemon"}
 
 
@@ -105,7 +106,7 @@ def build_spark_session(config: SparkSettings) -> SparkSession:
     if config.master and not submitted:
         builder = builder.master(config.master)
     defaults = {} if SparkSession.getActiveSession() is not None else DEFAULT_CONF
-    if defaults and config.master and config.master.startswith("local") and not submitted:
+    if defaults and is_local_master(config.master or config.conf.get("spark.master")) and not submitted:
         defaults = {**defaults, **LOCAL_DEFAULT_CONF}
     for key, value in {**REQUIRED_CONF, **defaults, **config.conf}.items():
         builder = builder.config(key, str(value))

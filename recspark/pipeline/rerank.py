@@ -32,7 +32,8 @@ Validation protocol (the test split is never used for any choice):
    over the ranker's held-out users (the validation users it did not train on; all validation
    users without a ranker). The best is the champion, lists within ``ranker.champion_tolerance``
    of it counting as tied (ties go to the ranker, the hybrid, then the hybrid's sources). It
-   (``champion.json``, params/metrics ``champion``) is recorded in the commit metadata of this stage's writes as ``recspark.champion``,
+   (``champion.json``, params/metrics ``champion``) is recorded in the commit metadata of this
+   stage's writes as ``recspark.champion``,
    ``recspark.champion_validation_ndcg``, ``recspark.champion_model_version`` and
    ``recspark.champion_mlflow_run_id`` for publish.
 

@@ -121,10 +121,14 @@ def user_ndcg(users: np.ndarray, items: np.ndarray, scores: np.ndarray, labels: 
     return dcg[has_positive] / idcg[has_positive]
 
 
-def mean_ndcg(users: np.ndarray, items: np.ndarray, scores: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Mean of :func:`user_ndcg` (0 when no user has a positive)."""
-    per_user = user_ndcg(users, items, scores, labels, k)
+def users_mean(per_user: np.ndarray) -> float:
+    """Mean of per-user NDCGs (0 when no user has a positive, so none is scored)."""
     return float(per_user.mean()) if len(per_user) else 0.0
+
+
+def mean_ndcg(users: np.ndarray, items: np.ndarray, scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """:func:`users_mean` of :func:`user_ndcg`."""
+    return users_mean(user_ndcg(users, items, scores, labels, k))
 
 
 def trees_beat_base(with_trees: np.ndarray, base: np.ndarray, standard_errors: float) -> bool:
@@ -155,8 +159,8 @@ def rows_user_ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> np.ndarray
 
 
 def rows_mean_ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
-    """:func:`mean_ndcg` of training rows (user_idx, item_idx, label) scored by ``scores``."""
-    return mean_ndcg(rows["user_idx"].to_numpy(), rows["item_idx"].to_numpy(), scores, rows[LABEL].to_numpy(), k)
+    """:func:`users_mean` of :func:`rows_user_ndcg`."""
+    return users_mean(rows_user_ndcg(rows, scores, k))
 
 
 def choose_base_feature(rows: pd.DataFrame, feature_names: list[str], base_source: str, k: int) -> str | None:
@@ -215,9 +219,9 @@ class LearnedRanker:
         best = booster.best_iteration or booster.current_iteration()
         trees = booster.predict(eval_rows[names].to_numpy(np.float64), num_iteration=best)
         with_trees = rows_user_ndcg(eval_rows, prior[is_eval] + trees, s.eval_at)
-        eval_ndcg = float(with_trees.mean())
+        eval_ndcg = users_mean(with_trees)
         base_alone = rows_user_ndcg(eval_rows, prior[is_eval], s.eval_at) if base else None
-        base_ndcg = None if base_alone is None else float(base_alone.mean())
+        base_ndcg = None if base_alone is None else users_mean(base_alone)
         use_trees = base_alone is None or trees_beat_base(with_trees, base_alone, s.min_gain_standard_errors)
         log.info("ranker: %d training rows, %d users (%d eval), base %s, best iteration %d, eval ndcg@%d %.4f "
                  "(base alone %s): %s", len(rows), rows["user_idx"].nunique(),
