@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from py4j.java_gateway import java_import
 from pyspark.sql import SparkSession
 
+from recspark.io.jvm_agent import closure_cleaner_agent
+
 LOG_LEVELS = ("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN")
 
 
@@ -56,15 +58,20 @@ DEFAULT_CONF = {
 
 
 # PySpark looks these classes up by their simple name on every call (``functions`` on each
-# ``F.col``/``F.lit``...). Py4J resolves a simple name by trying each star import in turn, a failed
-# class load over the ~250 Spark jars per miss before ``org.apache.spark.sql.*`` matches: 0.9 ms a
-# lookup here. A single import makes it a map hit (0.35 ms); a test run makes ~4,000 lookups a
-# minute.
+# ``F.col``/``F.lit``, ``PythonUtils`` on each list it hands over, ``PythonRDD``, ``SerDeUtil`` and
+# ``SimplePythonFunction`` on each ``createDataFrame`` and UDF). Py4J resolves a simple name by
+# trying each star import in turn, a failed class load over the ~250 Spark jars per miss before
+# the right package matches: 0.9 ms a lookup here. A single import makes it a map hit (0.35 ms);
+# the unit tests make ~7,000 such lookups a minute.
 SINGLE_IMPORTS = (
     "org.apache.spark.sql.functions",
     "org.apache.spark.sql.Column",
     "org.apache.spark.sql.SparkSession",
     "org.apache.spark.sql.SparkSession$",
+    "org.apache.spark.api.python.PythonUtils",
+    "org.apache.spark.api.python.PythonRDD",
+    "org.apache.spark.api.python.SerDeUtil",
+    "org.apache.spark.api.python.SimplePythonFunction",
 )
 
 # Expected fallbacks, not problems: without a native BLAS (none is installed here) MLlib's netlib
@@ -75,6 +82,19 @@ QUIET_LOGGERS = ("dev.ludovic.netlib",)
 # Local sessions only (a master left unset outside spark-submit is local[*]): their Python workers
 # run in this interpreter, where recspark is installed.
 LOCAL_DEFAULT_CONF = {"spark.python.daemon.module": "recspark.io.python_daemon"}
+
+
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+
+
+def with_closure_cleaner_agent(conf: dict[str, str]) -> dict[str, str]:
+    """``conf`` with the :mod:`recspark.io.jvm_agent` Java agent added to the driver's JVM
+    options (after any given), or unchanged when the agent cannot be built."""
+    agent = closure_cleaner_agent()
+    if agent is None or " " in str(agent):
+        return conf
+    options = " ".join(part for part in (conf.get(DRIVER_JAVA_OPTIONS, ""), f"-javaagent:{agent}") if part)
+    return {**conf, DRIVER_JAVA_OPTIONS: options}
 
 
 def is_local_master(master: str | None) -> bool:
@@ -99,7 +119,9 @@ def build_spark_session(config: SparkSettings) -> SparkSession:
 
     A new session gets :data:`REQUIRED_CONF`, :data:`DEFAULT_CONF` (plus
     :data:`LOCAL_DEFAULT_CONF` for a local master) and ``config.conf`` (which wins); an already
-    active session gets only :data:`REQUIRED_CONF` and ``config.conf``."""
+    active session gets only :data:`REQUIRED_CONF` and ``config.conf``. A driver JVM this
+    process starts (not spark-submit's) also gets the ClosureCleaner cache agent
+    (:func:`with_closure_cleaner_agent`)."""
     submitted = launched_by_spark_submit()
     prepare_python_environment(config.master)
     builder = SparkSession.builder.appName(config.app_name)
@@ -108,7 +130,10 @@ def build_spark_session(config: SparkSettings) -> SparkSession:
     defaults = {} if SparkSession.getActiveSession() is not None else DEFAULT_CONF
     if defaults and is_local_master(config.master or config.conf.get("spark.master")) and not submitted:
         defaults = {**defaults, **LOCAL_DEFAULT_CONF}
-    for key, value in {**REQUIRED_CONF, **defaults, **config.conf}.items():
+    conf = {**REQUIRED_CONF, **defaults, **config.conf}
+    if defaults and not submitted:
+        conf = with_closure_cleaner_agent(conf)
+    for key, value in conf.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.log_level)

@@ -8,9 +8,18 @@ import zipfile
 import zipimport
 
 import pytest
+from py4j.protocol import Py4JJavaError
 
-from recspark.io import python_daemon
-from recspark.io.session import DEFAULT_CONF, LOCAL_DEFAULT_CONF, REQUIRED_CONF, SparkSettings, build_spark_session
+from recspark.io import jvm_agent, python_daemon
+from recspark.io.session import (
+    DEFAULT_CONF,
+    DRIVER_JAVA_OPTIONS,
+    LOCAL_DEFAULT_CONF,
+    REQUIRED_CONF,
+    SparkSettings,
+    build_spark_session,
+    with_closure_cleaner_agent,
+)
 from tiny_spark import session_conf
 
 pytestmark = pytest.mark.unit
@@ -42,6 +51,45 @@ def test_local_python_workers_run_recspark_daemon_and_a_udf_sees_its_zip_cache(s
 
     assert spark.sparkContext.parallelize([0], 1).mapPartitions(patched).collect() == [
         python_daemon._invalidate_if_changed.__name__]
+
+
+def test_the_closure_cleaner_reuses_one_reader_per_class_and_still_rejects_return_statements(spark):
+    jvm = spark._jvm
+    pool = jvm.java.lang.Class.forName("org.apache.spark.scheduler.Pool")
+    cleaner = getattr(getattr(jvm.org.apache.spark.util, "ClosureCleaner$"), "MODULE$")  # the Scala object
+    reader = cleaner.getClassReader(pool)
+    assert reader.getClass().getName() == "recspark.jvm.ClosureCleanerCache$CheckedOnceReader"
+    assert reader.equals(cleaner.getClassReader(pool))  # the same object
+
+    def check(method: str) -> None:
+        reader.accept(jvm.org.apache.spark.util.ReturnStatementFinder(jvm.scala.Some(method)), 0)
+
+    # Pool's lambda $anonfun$getSchedulableByName$1 holds a `return`: rejected every time, not cached.
+    for _ in range(2):
+        with pytest.raises(Py4JJavaError, match="ReturnStatementInClosureException"):
+            check("$anonfun$getSchedulableByName$1")
+        check("$anonfun$getSchedulableByName$2")  # no return statement: passes, then is remembered
+
+
+def test_the_agent_joins_the_given_driver_options_and_is_left_out_without_javac(monkeypatch):
+    agent = jvm_agent.closure_cleaner_agent()
+    assert agent is not None and agent.exists()
+    assert with_closure_cleaner_agent({DRIVER_JAVA_OPTIONS: "-Xss4m"})[DRIVER_JAVA_OPTIONS] == f"-Xss4m -javaagent:{agent}"
+    assert with_closure_cleaner_agent({})[DRIVER_JAVA_OPTIONS] == f"-javaagent:{agent}"
+    monkeypatch.setattr(jvm_agent, "javac", lambda: None)
+    jvm_agent.closure_cleaner_agent.cache_clear()
+    try:
+        assert with_closure_cleaner_agent({"spark.master": "local[1]"}) == {"spark.master": "local[1]"}
+    finally:
+        jvm_agent.closure_cleaner_agent.cache_clear()
+
+
+def test_the_agent_jar_names_its_premain_class(tmp_path):
+    target = tmp_path / "agent.jar"
+    jvm_agent.build_agent_jar(jvm_agent.AGENT_SOURCE, jvm_agent.spark_asm_jar(), jvm_agent.javac(), target)
+    with zipfile.ZipFile(target) as jar:
+        assert f"Premain-Class: {jvm_agent.AGENT_CLASS}" in jar.read("META-INF/MANIFEST.MF").decode()
+        assert "recspark/jvm/ClosureCleanerCache$CheckedOnceReader.class" in jar.namelist()
 
 
 def _write_archive(path, modules: dict[str, str]) -> None:
