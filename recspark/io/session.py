@@ -18,6 +18,7 @@ from py4j.java_gateway import java_import
 from pyspark.sql import SparkSession
 
 from recspark.io.jvm_agent import closure_cleaner_agent
+from recspark.io.py4j_names import remember_name_lookups
 
 LOG_LEVELS = ("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN")
 
@@ -121,7 +122,8 @@ def build_spark_session(config: SparkSettings) -> SparkSession:
     :data:`LOCAL_DEFAULT_CONF` for a local master) and ``config.conf`` (which wins); an already
     active session gets only :data:`REQUIRED_CONF` and ``config.conf``. A driver JVM this
     process starts (not spark-submit's) also gets the ClosureCleaner cache agent
-    (:func:`with_closure_cleaner_agent`)."""
+    (:func:`with_closure_cleaner_agent`); Py4J's name lookups are remembered
+    (:func:`recspark.io.py4j_names.remember_name_lookups`)."""
     submitted = launched_by_spark_submit()
     prepare_python_environment(config.master)
     builder = SparkSession.builder.appName(config.app_name)
@@ -135,6 +137,7 @@ def build_spark_session(config: SparkSettings) -> SparkSession:
         conf = with_closure_cleaner_agent(conf)
     for key, value in conf.items():
         builder = builder.config(key, str(value))
+    remember_name_lookups()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.log_level)
     for name in SINGLE_IMPORTS:

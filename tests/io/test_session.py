@@ -10,7 +10,9 @@ import zipimport
 import pytest
 from py4j.protocol import Py4JJavaError
 
-from recspark.io import jvm_agent, python_daemon
+from py4j.protocol import Py4JError
+
+from recspark.io import jvm_agent, py4j_names, python_daemon
 from recspark.io.session import (
     DEFAULT_CONF,
     DRIVER_JAVA_OPTIONS,
@@ -69,6 +71,22 @@ def test_the_closure_cleaner_reuses_one_reader_per_class_and_still_rejects_retur
         with pytest.raises(Py4JJavaError, match="ReturnStatementInClosureException"):
             check("$anonfun$getSchedulableByName$1")
         check("$anonfun$getSchedulableByName$2")  # no return statement: passes, then is remembered
+
+
+def test_py4j_remembers_packages_classes_and_methods_but_not_field_values_or_misses(spark):
+    jvm = spark._jvm
+    answers = jvm._gateway_client.__dict__[py4j_names._CACHE_ATTRIBUTE]
+    struct_type = jvm.org.apache.spark.sql.types.StructType
+    assert jvm.org.apache.spark.sql.types.StructType is struct_type  # answered from memory
+    assert answers[(f"package:{jvm._id}:org.apache.spark.sql", "types")].__class__.__name__ == "JavaPackage"
+    from_ddl = struct_type.fromDDL
+    assert struct_type.fromDDL is from_ddl and from_ddl("a int").fieldNames()[0] == "a"
+    assert jvm.java.lang.Integer.MAX_VALUE == 2 ** 31 - 1
+    assert ("class:java.lang.Integer", "MAX_VALUE") not in answers  # a field's value is fetched each time
+    for _ in range(2):
+        with pytest.raises(Py4JError, match="does not exist"):
+            jvm.java.lang.Integer.no_such_member
+    assert ("class:java.lang.Integer", "no_such_member") not in answers
 
 
 def test_the_agent_joins_the_given_driver_options_and_is_left_out_without_javac(monkeypatch):
