@@ -8,9 +8,7 @@ import zipfile
 import zipimport
 
 import pytest
-from py4j.protocol import Py4JJavaError
-
-from py4j.protocol import Py4JError
+from py4j.protocol import Py4JError, Py4JJavaError
 
 from recspark.io import jvm_agent, py4j_names, python_daemon
 from recspark.io.session import (
