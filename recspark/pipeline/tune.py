@@ -1,4 +1,5 @@
-"""Tune stage (weekly, not nightly): interactions_split -> the ``als`` partition of tuned_params.
+"""Tune stage (weekly, not nightly): interactions_split (+ candidates and the sources' tables) ->
+the ``als`` and ``blends`` partitions of tuned_params.
 
 Runs the ALS grid search (``als.grid``, scored by ``als.selection_metric`` at ``evaluation.k`` on
 the validation carve of :func:`recspark.featurize.splits.tuning_frames`; the test split is never
@@ -9,6 +10,14 @@ chosen params as ``tuned.als.<param>``, the validation metric and ``als_search.j
 nightly train-als refits with the newest row instead of searching, and refits in full (no
 fold-in) the first night after a new tune. Item-similarity has no search to move here (its
 settings are fixed values, not a grid).
+
+Blends (when a nightly has written ``candidates``): :func:`recspark.ranker.tuning.fit_blends`
+refits every candidate source on the validation carve, trains the learned ranker and the grid
+hybrid there and chooses the champion (the test split is never used); the ranker is logged and
+registered like rerank's, and the :class:`recspark.ranker.tuning.BlendChoice` (ranker model,
+hybrid weights, champion and the validation scores) becomes the ``blends`` row. Nightly rerank
+applies it to tonight's candidates instead of refitting. Without ``candidates`` (tune before the
+first night) the blends are left for rerank to fit, with a log line.
 """
 from __future__ import annotations
 
@@ -17,11 +26,12 @@ from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 
-from recspark.catalog import INTERACTIONS_SPLIT, TUNED_PARAMS
+from recspark.catalog import CANDIDATES, INTERACTIONS_SPLIT, TUNED_PARAMS
 from recspark.featurize.splits import split_protocol
 from recspark.pipeline.stage import StageContext
 from recspark.recommenders.als import als_estimator
 from recspark.recommenders.als_engines import engine_fit, pick_engine
+from recspark.ranker.tuning import BLENDS_ALGORITHM, fit_blends_on_tables, plan_blends
 from recspark.recommenders.als_tuning import (
     ALS_ALGORITHM,
     metric_label,
@@ -43,6 +53,8 @@ class TuneResult:
     als_best_implicit: int  # 1 implicit, 0 explicit
     als_validation_metric: float
     implicit_engine: int  # 1 when the implicit library fitted the implicit points, 0 MLlib
+    blends_tuned: int  # 1 when the blends row was written (candidates existed), 0 otherwise
+    champion_validation_ndcg: float  # the chosen blend champion's validation NDCG@k (0 without blends)
 
 
 def run_tune(ctx: StageContext) -> TuneResult:
@@ -64,14 +76,28 @@ def run_tune(ctx: StageContext) -> TuneResult:
     tracker.log_metrics({f"tuned.als.validation_{label}": value})
     tracker.log_dict(search_summary(search, k), "als_search.json")
 
-    row = (ALS_ALGORITHM, tuned_params_json(best.params), label, float(value), len(search.trials), protocol,
-           ctx.run_date, ctx.run_id, tracker.mlflow_run_id)
-    tables.write(ctx.spark.createDataFrame([row], TUNED_PARAMS.schema), TUNED_PARAMS,
-                 replace_partition={"algorithm": ALS_ALGORITHM}, metadata=ctx.commit_metadata())
+    def record(algorithm: str, params: str, metric: str, metric_value: float, trials: int) -> None:
+        row = (algorithm, params, metric, float(metric_value), trials, protocol, ctx.run_date, ctx.run_id,
+               tracker.mlflow_run_id)
+        tables.write(ctx.spark.createDataFrame([row], TUNED_PARAMS.schema), TUNED_PARAMS,
+                     replace_partition={"algorithm": algorithm}, metadata=ctx.commit_metadata())
+
+    record(ALS_ALGORITHM, tuned_params_json(best.params), label, value, len(search.trials))
+    champion_ndcg = 0.0
+    blends_tuned = tables.exists(CANDIDATES)
+    if blends_tuned:
+        fitted = fit_blends_on_tables(tables, ctx.config, plan_blends(tables, ctx.config), ctx.measure)
+        fitted.log(tracker, ctx.config.ranker)
+        choice = fitted.choice
+        champion_ndcg = choice.champion_ndcg
+        record(BLENDS_ALGORITHM, choice.to_json(), f"ndcg_at_{k}", champion_ndcg, len(choice.scores))
+    else:
+        log.info("tune: no candidates yet, so the blends are not tuned; rerank fits them until the next tune")
     result = TuneResult(
         als_trials=len(search.trials), als_best_rank=best.params["rank"], als_best_reg_param=best.params["reg_param"],
         als_best_alpha=best.params["alpha"], als_best_implicit=int(best.params["implicit_prefs"]),
-        als_validation_metric=value, implicit_engine=int(engine == "implicit"),
+        als_validation_metric=value, implicit_engine=int(engine == "implicit"), blends_tuned=int(blends_tuned),
+        champion_validation_ndcg=champion_ndcg,
     )
     log.info("tune %s: %s", ctx.run_date, result)
     return result

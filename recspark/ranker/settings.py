@@ -27,7 +27,10 @@ class RankerSettings:
     the best ndcg@``eval_at`` on the training users (never the held-out ones); ``none``: no
     prior (plain lambdarank); else a source name of the blended sources.
 
-    Pipeline: ``enabled`` trains the ranker in rerank (the ``ranker`` candidates); ``sources``
+    Pipeline: ``enabled`` blends with the ranker in rerank (the ``ranker`` candidates);
+    ``use_tuned``: rerank applies the weekly tune's ranker, hybrid weights and champion (the
+    ``blends`` row of ``tuned_params``) when they were fitted for tonight's sources, and fits them
+    on validation itself only otherwise; ``sources``
     are the candidate sources it blends (empty: every source present in ``candidates``);
     ``register_model`` registers it as ``model_name`` in MLflow and moves ``champion_alias``
     when its validation NDCG beats the alias holder's. ``champion_tolerance``: when rerank picks
@@ -52,6 +55,7 @@ class RankerSettings:
     base_source: str = AUTO_BASE
     min_gain_standard_errors: float = 2.0
     enabled: bool = True
+    use_tuned: bool = True
     sources: list[str] = field(default_factory=list)
     register_model: bool = True
     model_name: str = "recspark-ranker"

@@ -351,3 +351,39 @@ def test_every_stage_read_and_wrote_only_declared_tables_and_mlflow_lists_each_v
     assert {"interactions_split", "candidates", "item_index", "item_features", "stage_runs", "item_embeddings",
             "item_factors"} <= {key.removeprefix("read.") for key in runs["evaluate"].data.params if key.startswith("read.")}
     assert runs["candidates"].data.params["read.user_factors"] == "0"
+
+
+def test_weekly_tune_records_the_blends_and_the_next_rerank_applies_them_without_refitting(movielens_run, monkeypatch):
+    import json
+
+    import mlflow
+
+    import recspark.pipeline.rerank as rerank
+
+    root, _, tables, uri = movielens_run
+    mlflow_set = ["--set", f"mlflow.tracking_uri={uri}", *SMALL_ALS_GRID, *SMALL_DEEP]
+    assert cli(root / "wh", "tune", extra=mlflow_set) == 0
+    rows = {r["algorithm"]: r for r in tables.read("tuned_params").collect()}
+    assert set(rows) == {"als", "blends"}
+    recorded = json.loads(rows["blends"]["params"])
+    assert recorded["ranker_model"] and recorded["deep_sources"] == ["neumf"]
+    assert rows["blends"]["validation_metric"] == pytest.approx(recorded["scores"][recorded["champion"]])
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("rerank refit the sources although tune recorded the blends")
+
+    monkeypatch.setattr(rerank, "fit_blends_on_tables", no_refit)
+    night_2 = "2024-06-02"
+    assert cli(root / "wh", "rerank", extra=mlflow_set, run_date=night_2) == 0
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.search_runs([client.get_experiment_by_name("recspark").experiment_id],
+                             "tags.`recspark.stage` = 'rerank'", order_by=["attributes.start_time DESC"])[0]
+    assert run.data.params["blends.from"].startswith("tuned_params 2024-06-01")
+    assert run.data.metrics["tuned_blends_used"] == 1
+    commit = tables.history("candidates")[0].metadata
+    assert commit["recspark.champion"] == recorded["champion"] and commit["recspark.run_date"] == night_2
+    tonight = tables.read("candidates").where(F.col("run_date") == night_2)
+    per_source = {r["source"]: r["users"] for r in
+                  tonight.groupBy("source").agg(F.countDistinct("user_idx").alias("users")).collect()}
+    assert per_source == {"neumf": Cut.users, "hybrid": Cut.users, "ranker": Cut.users}
+

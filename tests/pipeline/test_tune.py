@@ -1,6 +1,6 @@
 """The tune -> nightly handoff on a tiny warehouse: without tuned params train-als searches
 itself; tune records the chosen params in tuned_params; train-als then refits with them and runs
-no grid trial."""
+no grid trial. The blends' handoff (tune -> rerank) needs candidates: tests/pipeline/test_nightly.py."""
 from __future__ import annotations
 
 import datetime as dt
@@ -29,6 +29,7 @@ def test_tune_writes_params_and_the_nightly_refits_with_them_without_a_grid(spar
 
     tuned = run_stage("tune", config, NIGHT, "tune-1", spark)
     assert tuned.als_trials == 2
+    assert tuned.blends_tuned == 0  # no candidates yet: rerank fits the blends until the next tune
     rows = delta.read("tuned_params").collect()
     assert len(rows) == 1 and rows[0]["algorithm"] == "als" and rows[0]["run_id"] == "tune-1"
     params = json.loads(rows[0]["params"])
