@@ -8,9 +8,18 @@ Usage::
 For each size n (interactions; default 1,000,000) the generator (:mod:`recspark.synthetic`,
 ``generate`` stage) writes n events of n/100 users x n/200 items (1M: the generator's default
 10,000 x 5,000), then every stage runs as its own ``python -m recspark.cli <stage>`` process,
-as Airflow runs one spark-submit per stage: generate, ingest, featurize, the weekly tune (once,
-before the first night; not part of the nightly total), then the other nightly stages in
-registry order with the default config (``conf/local.yaml``; ``spark.master=local[2]``, MLflow
+as Airflow runs one spark-submit per stage, over two nights:
+
+1. ``night 1``: every nightly stage in registry order on a fresh warehouse (train-als and rerank
+   search and fit on validation in their stages: nothing is tuned yet);
+2. ``weekly``: the tune (ALS params and the blends, recorded in ``tuned_params``);
+3. the increment: ``generate`` writes 1% more events of the same users, items and tastes
+   (``generate.first_event`` = n) and its CSV files are added beside the first ones;
+4. ``night 2``: every nightly stage again, the next day: ingest reads only the new files,
+   train-als refits with the tuned params, rerank applies the tuned blends. This is the
+   steady-state night the totals, slopes and plot report.
+
+All with the default config (``conf/local.yaml``; ``spark.master=local[2]``, MLflow
 in a SQLite file under ``--root``). Per stage: the process's wall time (Spark start-up
 included), the stage's own wall time (``stage_runs``), the peak resident memory of the whole
 process tree (Python driver + Spark JVM + Python workers, sampled every 0.5 s) and rows/s
@@ -26,6 +35,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -40,7 +50,9 @@ sys.path.insert(0, str(REPO))
 
 from recspark.pipeline.registry import NIGHTLY, WEEKLY  # noqa: E402
 
-RUN_DATE = "2025-01-02"  # after the generator's default date range (2024)
+FIRST_NIGHT, NEXT_NIGHT = "2025-01-02", "2025-01-03"  # after the generator's default date range (2024)
+INCREMENT = 0.01  # night 2's new events, as a share of n
+NIGHT_1, WEEKLY_KIND, NIGHT_2 = "night 1", "weekly", "night 2 (+1%)"
 START, END = "<!-- bench_nightly:start -->", "<!-- bench_nightly:end -->"
 
 
@@ -57,10 +69,10 @@ def peak_tree_rss_mib(process: subprocess.Popen, stop: threading.Event, peak: li
         stop.wait(0.5)
 
 
-def run_stage(stage: str, overrides: list[str], log_path: Path) -> tuple[float, float, int]:
+def run_stage(stage: str, overrides: list[str], run_date: str, log_path: Path) -> tuple[float, float, int]:
     """(wall seconds, peak tree RSS MiB, exit code) of one CLI stage process."""
     command = [sys.executable, "-m", "recspark.cli", *[a for o in overrides for a in ("--set", o)],
-               "--run-date", RUN_DATE, stage]
+               "--run-date", run_date, stage]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log_path, "w") as log:
         began = time.perf_counter()
@@ -74,11 +86,13 @@ def run_stage(stage: str, overrides: list[str], log_path: Path) -> tuple[float, 
     return time.perf_counter() - began, peak[0], code
 
 
-def stage_seconds(warehouse: Path) -> dict[str, float]:
-    """The stages' own wall time from stage_runs (rows where step == stage)."""
-    runs = DeltaTable(str(warehouse / "stage_runs")).to_pandas()
+def stage_seconds(warehouse: Path) -> dict[tuple[str, str], float]:
+    """(run date ISO, stage) -> the stage's own wall time from stage_runs (rows where step ==
+    stage; the last run of that date)."""
+    runs = DeltaTable(str(warehouse / "stage_runs")).to_pandas().sort_values("finished_at")
     whole = runs[runs["stage"] == runs["step"]]
-    return dict(zip(whole["stage"], whole["wall_time_s"]))
+    return {(str(date), stage): seconds for date, stage, seconds in
+            zip(whole["run_date"], whole["stage"], whole["wall_time_s"])}
 
 
 def bench_size(n: int, root: Path) -> list[dict]:
@@ -90,19 +104,27 @@ def bench_size(n: int, root: Path) -> list[dict]:
         f"generate.output_dir={data}", "ingest.preset=synthetic", f"ingest.data_dir={data}",
     ]
     (base / "logs").mkdir(parents=True, exist_ok=True)
-    order = ["generate", NIGHTLY[0], NIGHTLY[1], *WEEKLY, *NIGHTLY[2:]]
+    increment = [*overrides, f"generate.n_interactions={int(n * INCREMENT)}", f"generate.first_event={n}",
+                 f"generate.output_dir={base / 'increment'}"]
+    steps = [("generate", "setup", FIRST_NIGHT, overrides), *[(s, NIGHT_1, FIRST_NIGHT, overrides) for s in NIGHTLY],
+             *[(s, WEEKLY_KIND, FIRST_NIGHT, overrides) for s in WEEKLY], ("generate", "setup", NEXT_NIGHT, increment),
+             *[(s, NIGHT_2, NEXT_NIGHT, overrides) for s in NIGHTLY]]
     rows = []
-    for stage in order:
-        seconds, peak, code = run_stage(stage, overrides, base / "logs" / f"{stage}.log")
-        kind = "weekly" if stage in WEEKLY else "nightly" if stage in NIGHTLY else "setup"
-        rows.append({"n": n, "stage": stage, "kind": kind, "wall_s": seconds, "peak_mib": peak, "exit": code})
-        print(f"{n:>10,} {stage:<16} {kind:<8} {seconds:8.1f} s  peak {peak:8.0f} MiB  exit {code}", flush=True)
+    for stage, kind, run_date, stage_overrides in steps:
+        log_path = base / "logs" / f"{run_date}-{stage}.log"
+        seconds, peak, code = run_stage(stage, stage_overrides, run_date, log_path)
+        rows.append({"n": n, "stage": stage, "kind": kind, "run_date": run_date, "wall_s": seconds, "peak_mib": peak,
+                     "exit": code})
+        print(f"{n:>10,} {stage:<16} {kind:<14} {seconds:8.1f} s  peak {peak:8.0f} MiB  exit {code}", flush=True)
         if code != 0:
-            print(f"  failed: see {base / 'logs' / f'{stage}.log'}", flush=True)
+            print(f"  failed: see {log_path}", flush=True)
             break
+        if stage == "generate" and run_date == NEXT_NIGHT:  # the increment's files join the first ones
+            for path in sorted((base / "increment" / "interactions").glob("*.csv")):
+                shutil.copy(path, data / "interactions" / f"increment-{path.name}")
     own = stage_seconds(warehouse)
     for row in rows:
-        row["stage_s"] = own.get(row["stage"])
+        row["stage_s"] = own.get((row["run_date"], row["stage"]))
     if all(r["exit"] == 0 for r in rows):
         reference = single_node_reference(warehouse, n)
         print(f"{n:>10,} single-node reference: {reference}", flush=True)
@@ -189,8 +211,9 @@ def markdown(rows: list[dict], command: str, load: tuple[list[float], list[float
            if max(load[0][0], load[1][0]) > 2.5 else "(quiet machine). ")
         + "One process per stage, as "
         "Airflow runs them: 'wall' includes Spark start-up, 'stage' is the stage's own time (stage_runs), peak "
-        "memory is the whole process tree (driver, JVM, Python workers). The weekly tune runs once before the "
-        "first night and is not in the nightly total.", "",
+        "memory is the whole process tree (driver, JVM, Python workers). Night 1 runs on a fresh warehouse (its "
+        "stages search and fit on validation themselves), the weekly tune follows it, and night 2 is the next "
+        "day with 1% new events (new files only, tuned params and blends applied): the steady-state night.", "",
         "| interactions | stage | kind | wall (s) | stage (s) | peak memory (MiB) | interactions/s |",
         "| ---: | --- | --- | ---: | ---: | ---: | ---: |",
     ]
@@ -201,15 +224,18 @@ def markdown(rows: list[dict], command: str, load: tuple[list[float], list[float
         failed = "" if r["exit"] == 0 else " (failed)"
         lines.append(f"| {r['n']:,} | {r['stage']}{failed} | {r['kind']} | {r['wall_s']:.1f} | {stage_s} | "
                      f"{r['peak_mib']:,.0f} | {r['n'] / r['wall_s']:,.0f} |")
-    lines += ["", "| interactions | nightly total (s) | nightly peak memory (MiB) | weekly tune (s) |",
-              "| ---: | ---: | ---: | ---: |"]
+    kinds = (NIGHT_1, WEEKLY_KIND, NIGHT_2)
+    lines += ["", "| interactions | " + " | ".join(f"{kind} total (s)" for kind in kinds)
+              + f" | {NIGHT_2} peak memory (MiB) |", "| ---: |" + " ---: |" * (len(kinds) + 1)]
     for n in sizes:
-        nightly = [r for r in rows if r["n"] == n and r["kind"] == "nightly"]
-        tune = [r for r in rows if r["n"] == n and r["kind"] == "weekly"]
-        complete = len(nightly) == len(NIGHTLY) and all(r["exit"] == 0 for r in nightly)
-        total = f"{sum(r['wall_s'] for r in nightly):.0f}" + ("" if complete else " (incomplete)")
-        lines.append(f"| {n:,} | {total} | {max((r['peak_mib'] for r in nightly), default=0):,.0f} | "
-                     f"{sum(r['wall_s'] for r in tune):.0f} |")
+        cells = []
+        for kind in kinds:
+            runs = [r for r in rows if r["n"] == n and r["kind"] == kind]
+            expected = len(WEEKLY) if kind == WEEKLY_KIND else len(NIGHTLY)
+            complete = len(runs) == expected and all(r["exit"] == 0 for r in runs)
+            cells.append(f"{sum(r['wall_s'] for r in runs):.0f}" + ("" if complete else " (incomplete)"))
+        peak = max((r["peak_mib"] for r in rows if r["n"] == n and r["kind"] == NIGHT_2), default=0)
+        lines.append(f"| {n:,} | " + " | ".join(cells) + f" | {peak:,.0f} |")
     if references:
         lines += ["", "Single-node reference for the training step (same night's train pairs and ALS params, no Spark: "
                   "delta-rs -> pandas -> scipy CSR -> `implicit` ALS, then top-10 unseen items for every user), "
@@ -217,13 +243,15 @@ def markdown(rows: list[dict], command: str, load: tuple[list[float], list[float
                   "", "| interactions | train pairs | load (s) | fit (s) | top-10 all users (s) | reference total (s) | "
                   "train-als stage (s) | train-als engine |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for ref in references:
-            stage = next((r.get("stage_s") for r in rows if r["n"] == ref["n"] and r["stage"] == "train-als"), None)
+            stage = next((r.get("stage_s") for r in rows
+                          if r["n"] == ref["n"] and r["stage"] == "train-als" and r["kind"] == NIGHT_2), None)
             lines.append(f"| {ref['n']:,} | {ref['pairs']:,} | {ref['load_s']:.1f} | {ref['fit_s']:.1f} | "
                          f"{ref['recommend_s']:.1f} | {ref['total_s']:.1f} | "
                          f"{'-' if stage is None else f'{stage:.1f}'} | {ref['engine']} |")
-    slopes = log_log_slopes(rows)
+    slopes = log_log_slopes([r for r in rows if r["kind"] == NIGHT_2])
     if slopes:
-        lines += ["", "| stage | log-log slope (wall time vs interactions; target <= 1.1) |", "| --- | ---: |"]
+        lines += ["", f"| stage | log-log slope of {NIGHT_2} (wall time vs interactions; target <= 1.1) |",
+                  "| --- | ---: |"]
         lines += [f"| {stage} | {slope:.2f} |" for stage, slope in slopes.items()]
     if plot:
         lines += ["", f"![stage wall time vs interactions, log-log]({plot})"]
@@ -257,7 +285,7 @@ def main(argv: list[str]) -> None:
     command = "PYTHONPATH=. .venv/bin/python bench/bench_nightly.py --sizes " + " ".join(map(str, args.sizes))
     plot = None
     if args.plot and len(set(args.sizes)) >= 2:
-        plot_scaling(rows, Path(args.plot))
+        plot_scaling([r for r in rows if r["kind"] == NIGHT_2], Path(args.plot))
         plot = os.path.relpath(args.plot, Path(args.write).parent) if args.write else args.plot
         command += f" --plot {args.plot}"
     section = markdown(rows, command, (load_start, load_end), plot)

@@ -124,8 +124,10 @@ class GenerateSettings:
     """Size and shape of the synthetic logs (the ``generate`` config section; see the module
     docstring for the model).
 
-    Fields: sizes (``n_users``, ``n_items``, ``n_interactions`` events), ``seed`` (everything is
-    a pure function of it), the event date range (``start_date`` / ``end_date``, ISO dates,
+    Fields: sizes (``n_users``, ``n_items``, ``n_interactions`` events), ``first_event`` (the
+    events are ids ``first_event`` .. ``first_event + n_interactions - 1``: an increment of new
+    events of the same users, items and tastes is ``first_event`` = the earlier total), ``seed``
+    (everything is a pure function of it), the event date range (``start_date`` / ``end_date``, ISO dates,
     UTC), Zipf exponents of item popularity and user activity, ``latent_dim`` taste factors,
     ``implicit_share`` of events without a rating, ``output_dir`` and ``num_partitions`` of the
     event frame; ``taste_clusters`` item clusters (directions in latent space), ``personal_share``
@@ -136,6 +138,7 @@ class GenerateSettings:
     n_users: int = 10_000
     n_items: int = 5_000
     n_interactions: int = 1_000_000
+    first_event: int = 0
     seed: int = 7
     start_date: str = "2024-01-01"
     end_date: str = "2024-12-31"
@@ -153,8 +156,9 @@ class GenerateSettings:
         for name in ("n_users", "n_items", "latent_dim", "num_partitions", "taste_clusters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.n_interactions < 0:
-            raise ValueError(f"n_interactions: must be >= 0, got {self.n_interactions}")
+        for name in ("n_interactions", "first_event"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("implicit_share", "personal_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
@@ -363,7 +367,8 @@ def _event_draws(spark: SparkSession, cfg: GenerateSettings) -> DataFrame:
     """One row per event: event_id, user_rank, is_personal, cluster_u, item_u, is_implicit."""
     seed = cfg.seed
     user_u = unit_uniform(seed, "id", "event_user")
-    return spark.range(0, cfg.n_interactions, 1, cfg.num_partitions).select(
+    first = cfg.first_event
+    return spark.range(first, first + cfg.n_interactions, 1, cfg.num_partitions).select(
         F.col("id").alias("event_id"),
         power_law_rank(user_u, cfg.n_users, cfg.user_activity_exponent).alias("user_rank"),
         (unit_uniform(seed, "id", "event_personal") < cfg.personal_share).alias("is_personal"),

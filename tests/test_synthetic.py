@@ -138,6 +138,7 @@ def test_time_range_covers_whole_days_in_utc():
         {"n_interactions": -1},
         {"implicit_share": 1.5},
         {"personal_share": -0.1},
+        {"first_event": -1},
         {"taste_clusters": 0},
         {"taste_sharpness": -1.0},
         {"item_popularity_exponent": -0.1},
@@ -165,6 +166,14 @@ def test_same_seed_gives_identical_frames_whatever_the_partitioning(spark, event
     # Two independent computations: the module's frames, and a re-run with another partitioning.
     pd.testing.assert_frame_equal(generated(spark, num_partitions=7), events)
     pd.testing.assert_frame_equal(generate_items(spark, small(num_partitions=7)).toPandas(), items)
+
+
+def test_an_increment_is_the_continuation_of_a_longer_run(spark, events):
+    # the events of 2,000 then of 500 more from first_event 2,000 are those of one 2,500-event run
+    longer = generated(spark, n_interactions=2_500)
+    increment = generated(spark, n_interactions=500, first_event=2_000)
+    pd.testing.assert_frame_equal(longer.iloc[:2_000].reset_index(drop=True), events)
+    pd.testing.assert_frame_equal(longer.iloc[2_000:].reset_index(drop=True), increment)
 
 
 def test_different_seed_gives_different_frames(spark, events, items):
