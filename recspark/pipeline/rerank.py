@@ -55,6 +55,7 @@ from recspark.ranker.tuning import (
     plan_blends,
 )
 from recspark.sources import as_candidates
+from recspark.tuned_params import newest_tuned_row
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +81,14 @@ def tuned_blends(ctx: StageContext, plan: BlendPlan) -> tuple[BlendChoice | None
     where tonight's blends come from / why they are fitted here."""
     if not ctx.config.ranker.use_tuned:
         return None, "ranker.use_tuned is off"
-    tuned = ctx.tables.read_if_exists(TUNED_PARAMS)
-    rows = [] if tuned is None else tuned.where(F.col("algorithm") == BLENDS_ALGORITHM).orderBy(
-        F.col("run_date").desc(), F.col("run_id").desc()).take(1)
-    if not rows:
+    row = newest_tuned_row(ctx.tables.read_if_exists(TUNED_PARAMS), BLENDS_ALGORITHM)
+    if row is None:
         return None, "no tuned blends yet (the weekly tune records them)"
-    choice = BlendChoice.from_json(rows[0]["params"])
+    choice = BlendChoice.from_json(row["params"])
     why = choice.mismatch(plan, ctx.config.evaluation.k, ctx.config.candidates.n)
     if why:
-        return None, f"the tuned blends of {rows[0]['run_date']} do not fit tonight: {why}"
-    return choice, f"tuned_params {rows[0]['run_date']} {rows[0]['run_id']}"
+        return None, f"the tuned blends of {row['run_date']} do not fit tonight: {why}"
+    return choice, f"tuned_params {row['run_date']} {row['run_id']}"
 
 
 def run_rerank(ctx: StageContext) -> RerankSummary:

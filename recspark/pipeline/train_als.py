@@ -43,6 +43,7 @@ from pyspark.sql import functions as F
 from recspark.catalog import INTERACTIONS_SPLIT, ITEM_FACTORS, ITEM_SIMILARITY, TUNED_PARAMS, USER_FACTORS
 from recspark.featurize.splits import split_protocol
 from recspark.pipeline.stage import StageContext
+from recspark.tuned_params import newest_tuned_row
 from recspark.recommenders.als import als_estimator, als_params_from_metadata, als_params_metadata
 from recspark.recommenders.als_engines import engine_fit, pick_engine
 from recspark.recommenders.als_tuning import (
@@ -100,13 +101,9 @@ def tuned_als_params(ctx: StageContext) -> ChosenParams | None:
     """The newest ``als`` row of tuned_params, or None when there is none (or it is switched off)."""
     if not ctx.config.als.use_tuned_params:
         return None
-    tuned = ctx.tables.read_if_exists(TUNED_PARAMS)
-    if tuned is None:
+    row = newest_tuned_row(ctx.tables.read_if_exists(TUNED_PARAMS), ALS_ALGORITHM)
+    if row is None:
         return None
-    rows = tuned.where(F.col("algorithm") == ALS_ALGORITHM).orderBy(F.col("run_date").desc(), F.col("run_id").desc()).take(1)
-    if not rows:
-        return None
-    row = rows[0]
     return ChosenParams(tuned_params_from_json(row["params"]), row["selection_metric"], row["validation_metric"], 0,
                         f"tuned_params {row['run_date']} {row['run_id']}")
 

@@ -11,6 +11,12 @@ nightly train-als refits with the newest row instead of searching, and refits in
 fold-in) the first night after a new tune. Item-similarity has no search to move here (its
 settings are fixed values, not a grid).
 
+EASE (when ``ease`` is among ``candidates.sources``): :func:`recspark.recommenders.ease_tuning.search_ease_on_split`
+tries ``ease.grid`` (``reg_lambda`` x ``popularity_exponent``) on the ``ease.tuning_ratio`` carve,
+one Gram matrix for every point, and records the best as the ``ease`` row (MLflow
+``tuned.ease.*`` and ``ease_search.json``); the ``ease`` source fits with it from then on. A
+catalogue above ``ease.max_items`` skips the search with a log line.
+
 Blends (when a nightly has written ``candidates``): :func:`recspark.ranker.tuning.fit_blends`
 refits every candidate source on the validation carve, trains the learned ranker and the grid
 hybrid there and chooses the champion (the test split is never used); the ranker is logged and
@@ -32,6 +38,8 @@ from recspark.pipeline.stage import StageContext
 from recspark.recommenders.als import als_estimator
 from recspark.recommenders.als_engines import engine_fit, pick_engine
 from recspark.ranker.tuning import BLENDS_ALGORITHM, fit_blends_on_tables, plan_blends
+from recspark.recommenders import ease_tuning
+from recspark.recommenders.ease import CatalogueTooLarge
 from recspark.recommenders.als_tuning import (
     ALS_ALGORITHM,
     metric_label,
@@ -53,6 +61,8 @@ class TuneResult:
     als_best_implicit: int  # 1 implicit, 0 explicit
     als_validation_metric: float
     implicit_engine: int  # 1 when the implicit library fitted the implicit points, 0 MLlib
+    ease_trials: int  # EASE grid points tried (0: EASE not among the sources, or its catalogue too large)
+    ease_validation_ndcg: float  # the chosen EASE point's validation NDCG@k (0 without a search)
     blends_tuned: int  # 1 when the blends row was written (candidates existed), 0 otherwise
     champion_validation_ndcg: float  # the chosen blend champion's validation NDCG@k (0 without blends)
 
@@ -83,6 +93,20 @@ def run_tune(ctx: StageContext) -> TuneResult:
                      replace_partition={"algorithm": algorithm}, metadata=ctx.commit_metadata())
 
     record(ALS_ALGORITHM, tuned_params_json(best.params), label, value, len(search.trials))
+    ease_search = None
+    if ease_tuning.EASE_ALGORITHM in ctx.config.candidates.sources:
+        try:
+            with ctx.measure("tune.ease_search"):
+                ease_search = ease_tuning.search_ease_on_split(split, ctx.config.ease, k, split_seed)
+        except CatalogueTooLarge as exc:
+            log.warning("tune: EASE not searched: %s", exc)
+    if ease_search is not None:
+        chosen = ease_search.best
+        tracker.log_params({f"tuned.ease.{key}": v for key, v in chosen.params.items()})
+        tracker.log_metrics({f"tuned.ease.validation_ndcg_at_{k}": chosen.ndcg})
+        tracker.log_dict(ease_tuning.search_summary(ease_search), "ease_search.json")
+        record(ease_tuning.EASE_ALGORITHM, ease_tuning.tuned_params_json(chosen.params), f"ndcg_at_{k}", chosen.ndcg,
+               len(ease_search.trials))
     champion_ndcg = 0.0
     blends_tuned = tables.exists(CANDIDATES)
     if blends_tuned:
@@ -96,7 +120,9 @@ def run_tune(ctx: StageContext) -> TuneResult:
     result = TuneResult(
         als_trials=len(search.trials), als_best_rank=best.params["rank"], als_best_reg_param=best.params["reg_param"],
         als_best_alpha=best.params["alpha"], als_best_implicit=int(best.params["implicit_prefs"]),
-        als_validation_metric=value, implicit_engine=int(engine == "implicit"), blends_tuned=int(blends_tuned),
+        als_validation_metric=value, implicit_engine=int(engine == "implicit"),
+        ease_trials=len(ease_search.trials) if ease_search else 0,
+        ease_validation_ndcg=ease_search.best.ndcg if ease_search else 0.0, blends_tuned=int(blends_tuned),
         champion_validation_ndcg=champion_ndcg,
     )
     log.info("tune %s: %s", ctx.run_date, result)

@@ -37,7 +37,7 @@ mode is for catalogues whose ``B`` is too large to broadcast.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -85,23 +85,66 @@ class EaseSettings:
     top_n_neighbours: ``None`` scores with the dense ``B`` (exact, broadcast); an integer keeps
         each item's ``top_n_neighbours`` largest weights and scores by a Spark join.
     device: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu`` or ``cuda`` for the solve.
+    popularity_exponent: ``beta >= 0``; column j of ``B`` is multiplied by ``pop_j^-beta``
+        (``pop_j = G_jj``, the item's users in the history), i.e. every score of item j is
+        divided by ``pop_j^beta``: 0 is plain EASE, larger values push the lists away from the
+        most popular items. The ``because`` item is unchanged (a positive column scale).
+    grid: the weekly tune's search (:func:`search_ease`, Cartesian product of ``reg_lambda`` x
+        ``popularity_exponent``) on a per-user ``tuning_ratio`` carve of train; the nights then
+        fit with the recorded point when ``use_tuned_params`` (else with the two values above).
     """
 
     reg_lambda: float = 500.0
+    popularity_exponent: float = 0.0
     max_items: int = 30_000
     top_n_neighbours: int | None = None
     device: str = "auto"
+    grid: EaseGrid = field(default_factory=lambda: EaseGrid())
+    tuning_ratio: float = 0.1
+    use_tuned_params: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.reg_lambda, bool) or not isinstance(self.reg_lambda, (int, float)):
-            raise ValueError(f"reg_lambda must be a number, got {self.reg_lambda!r}")
-        if not self.reg_lambda > 0:
-            raise ValueError(f"reg_lambda must be > 0, got {self.reg_lambda!r}")
+        _require_reg_lambda(self.reg_lambda)
+        _require_exponent(self.popularity_exponent)
+        if not 0 < self.tuning_ratio < 1:
+            raise ValueError(f"tuning_ratio must be in (0, 1), got {self.tuning_ratio!r}")
         _require_positive_int(self.max_items, "max_items")
         if self.top_n_neighbours is not None:
             _require_positive_int(self.top_n_neighbours, "top_n_neighbours")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+
+@dataclass
+class EaseGrid:
+    """The values :func:`search_ease` tries (every combination)."""
+
+    reg_lambda: list[float] = field(default_factory=lambda: [100.0, 200.0, 500.0, 1000.0])
+    popularity_exponent: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.25])
+
+    def __post_init__(self) -> None:
+        if not self.reg_lambda or not self.popularity_exponent:
+            raise ValueError("the EASE grid needs at least one reg_lambda and one popularity_exponent")
+        for value in self.reg_lambda:
+            _require_reg_lambda(value)
+        for value in self.popularity_exponent:
+            _require_exponent(value)
+
+    def points(self) -> list[dict[str, float]]:
+        return [{"reg_lambda": float(lam), "popularity_exponent": float(beta)}
+                for lam in self.reg_lambda for beta in self.popularity_exponent]
+
+
+def _require_reg_lambda(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"reg_lambda must be a number, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"reg_lambda must be > 0, got {value!r}")
+
+
+def _require_exponent(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"popularity_exponent must be a number >= 0, got {value!r}")
 
 
 def _require_positive_int(value: object, name: str) -> None:
@@ -129,7 +172,8 @@ class Ease:
         ``max_items``, ValueError when there are none.
         """
         item_ids, gram = gram_matrix(interactions, self.settings.max_items)
-        weights = ease_weights(gram, self.settings.reg_lambda, torch_device(self.settings.device))
+        weights = ease_weights(gram, self.settings.reg_lambda, torch_device(self.settings.device),
+                               self.settings.popularity_exponent)
         return EaseModel(item_ids, weights, self.settings)
 
 
@@ -185,14 +229,19 @@ def torch_device(device: str) -> "torch.device":
     return torch.device(device)
 
 
-def ease_weights(gram: np.ndarray, reg_lambda: float, device: "torch.device") -> np.ndarray:
-    """EASE's ``B`` (float32 numpy, zero diagonal) from a dense Gram matrix.
+def ease_weights(gram: np.ndarray, reg_lambda: float, device: "torch.device",
+                 popularity_exponent: float = 0.0) -> np.ndarray:
+    """EASE's ``B`` (float32 numpy, zero diagonal) from a dense Gram matrix, its column j scaled
+    by ``G_jj^-popularity_exponent`` (``G_jj`` at least 1).
 
     ``gram`` (n x n float32, symmetric) is overwritten on the CPU (its diagonal gets
     ``reg_lambda``). ``P`` comes from a Cholesky factorisation and ``cholesky_inverse``.
     """
     import torch
 
+    column_scale = None
+    if popularity_exponent:
+        column_scale = torch.from_numpy(np.maximum(np.diagonal(gram), 1.0) ** -popularity_exponent).to(device)
     matrix = torch.from_numpy(gram).to(device)
     matrix.diagonal().add_(reg_lambda)
     factor = torch.linalg.cholesky(matrix)
@@ -201,6 +250,8 @@ def ease_weights(gram: np.ndarray, reg_lambda: float, device: "torch.device") ->
     del factor
     weights.div_(-weights.diagonal().clone().unsqueeze(0))  # column j divided by -P_jj
     weights.diagonal().zero_()
+    if column_scale is not None:
+        weights.mul_(column_scale.to(weights.dtype).unsqueeze(0))
     return weights.cpu().numpy()
 
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recspark.catalog import ITEM_EMBEDDINGS, ITEM_FACTORS, ITEM_SIMILARITY, USER_FACTORS, Table
+from recspark.catalog import ITEM_EMBEDDINGS, ITEM_FACTORS, ITEM_SIMILARITY, TUNED_PARAMS, USER_FACTORS, Table
 from recspark.schemas import CANDIDATES
 
 
@@ -38,6 +38,8 @@ class TableReader(Protocol):
     def read(self, name: str | Table) -> DataFrame: ...
 
     def exists(self, name: str | Table) -> bool: ...
+
+    def read_if_exists(self, name: str | Table) -> DataFrame | None: ...
 
     def latest_metadata(self, name: str | Table) -> dict[str, str]: ...
 
@@ -72,7 +74,7 @@ class CandidateSource(ABC):
 
 
 # Tables any source may read besides the history; the candidates and rerank stages declare them.
-SOURCE_TABLES: tuple[Table, ...] = (USER_FACTORS, ITEM_FACTORS, ITEM_SIMILARITY, ITEM_EMBEDDINGS)
+SOURCE_TABLES: tuple[Table, ...] = (USER_FACTORS, ITEM_FACTORS, ITEM_SIMILARITY, ITEM_EMBEDDINGS, TUNED_PARAMS)
 
 # name -> "module:Class", imported on first use.
 BUILT_IN: dict[str, str] = {

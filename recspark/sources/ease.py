@@ -3,7 +3,10 @@
 The Gram matrix is built in Spark, solved on the driver (torch; CUDA when present) and scored in
 Spark (:mod:`recspark.recommenders.ease`). A catalogue above ``ease.max_items`` is skipped with
 one log line (its driver memory is ``n_items^2 x 4 bytes x ~3``): the source then yields no
-candidates and publish fills from the next source.
+candidates and publish fills from the next source. ``reg_lambda`` and ``popularity_exponent``
+come from the newest ``ease`` row of ``tuned_params`` (the weekly tune's search on validation,
+:mod:`recspark.recommenders.ease_tuning`) when there is one and ``ease.use_tuned_params`` is on,
+else from the ``ease`` settings.
 """
 from __future__ import annotations
 
@@ -11,8 +14,11 @@ import logging
 
 from pyspark.sql import DataFrame
 
-from recspark.recommenders.ease import CatalogueTooLarge, Ease
+from recspark.catalog import TUNED_PARAMS
+from recspark.recommenders.ease import CatalogueTooLarge, Ease, EaseSettings
+from recspark.recommenders.ease_tuning import EASE_ALGORITHM, settings_with_tuned
 from recspark.sources import CandidateSource, SourceInputs
+from recspark.tuned_params import newest_tuned_row
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +28,21 @@ class NoCandidates:
         return users.sparkSession.createDataFrame([], "user_idx int, item_idx int, score double, rank int")
 
 
+def ease_settings(inputs: SourceInputs) -> EaseSettings:
+    """The ``ease`` settings with the newest tuned point applied (see the module docstring)."""
+    settings = inputs.config.ease
+    row = newest_tuned_row(inputs.tables.read_if_exists(TUNED_PARAMS), EASE_ALGORITHM) \
+        if settings.use_tuned_params else None
+    return settings if row is None else settings_with_tuned(settings, row["params"])
+
+
 class EaseSource(CandidateSource):
     name = "ease"
+    reads = (TUNED_PARAMS,)
 
     def fit(self, history: DataFrame, inputs: SourceInputs):
         try:
-            return Ease(inputs.config.ease).fit(history)
+            return Ease(ease_settings(inputs)).fit(history)
         except CatalogueTooLarge as exc:
             log.warning("source ease skipped: %s", exc)
             return NoCandidates()

@@ -30,8 +30,13 @@ def test_tune_writes_params_and_the_nightly_refits_with_them_without_a_grid(spar
     tuned = run_stage("tune", config, NIGHT, "tune-1", spark)
     assert tuned.als_trials == 2
     assert tuned.blends_tuned == 0  # no candidates yet: rerank fits the blends until the next tune
-    rows = delta.read("tuned_params").collect()
-    assert len(rows) == 1 and rows[0]["algorithm"] == "als" and rows[0]["run_id"] == "tune-1"
+    assert tuned.ease_trials == 12 and tuned.ease_validation_ndcg > 0  # ease.grid: 4 lambdas x 3 exponents
+    recorded = {r["algorithm"]: r for r in delta.read("tuned_params").collect()}
+    assert set(recorded) == {"als", "ease"}
+    assert json.loads(recorded["ease"]["params"]).keys() == {"reg_lambda", "popularity_exponent"}
+    assert recorded["ease"]["validation_metric"] == pytest.approx(tuned.ease_validation_ndcg)
+    rows = [recorded["als"]]
+    assert rows[0]["run_id"] == "tune-1"
     params = json.loads(rows[0]["params"])
     assert params == {"alpha": 5.0, "implicit_prefs": True, "rank": 4, "reg_param": tuned.als_best_reg_param}
     assert rows[0]["selection_metric"] == "ndcg_at_10" and rows[0]["trials"] == 2

@@ -59,6 +59,14 @@ def test_weights_equal_dense_numpy_closed_form(spark, monkeypatch, n_buckets, ma
     assert np.all(np.diag(model.weights) == 0.0)
 
 
+def test_popularity_exponent_divides_each_items_scores_by_its_popularity_power(spark):
+    # popularity of item j = G_jj = users with j: 10 -> 3, 11 -> 4, 12 -> 3, 13 -> 3, 14 -> 2
+    model = Ease(EaseSettings(reg_lambda=2.0, popularity_exponent=0.5, device="cpu")).fit(interactions(spark, HAND_ROWS))
+    popularity = np.array([3.0, 4.0, 3.0, 3.0, 2.0])
+    expected = numpy_ease(dense_matrix(HAND_ROWS), 2.0) * popularity[None, :] ** -0.5
+    np.testing.assert_allclose(model.weights, expected, rtol=1e-4, atol=1e-6)
+
+
 def numpy_recommendations(weights: np.ndarray, x: np.ndarray, users: list[int], n: int):
     rows = []
     for user in users:
@@ -110,11 +118,18 @@ def test_catalogue_above_max_items_raises_before_solving(spark):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"reg_lambda": 0.0}, {"reg_lambda": "1"}, {"max_items": 0}, {"top_n_neighbours": 0}, {"device": "tpu"}],
+    [{"reg_lambda": 0.0}, {"reg_lambda": "1"}, {"max_items": 0}, {"top_n_neighbours": 0}, {"device": "tpu"},
+     {"popularity_exponent": -0.1}, {"tuning_ratio": 1.0}],
 )
 def test_settings_reject_bad_values(kwargs):
     with pytest.raises(ValueError):
         EaseSettings(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"reg_lambda": []}, {"reg_lambda": [0.0]}, {"popularity_exponent": [-1.0]}])
+def test_grid_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        ease.EaseGrid(**kwargs)
 
 
 def test_fit_and_recommend_reject_bad_input(spark, fitted):

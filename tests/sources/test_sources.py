@@ -18,6 +18,9 @@ class NoTables:
     def exists(self, name):
         return False
 
+    def read_if_exists(self, name):
+        return None
+
 
 @pytest.mark.parametrize("name", ["ease", "user_knn", "popularity"])
 def test_a_source_recommends_unseen_items_in_the_candidates_schema(spark, name):
