@@ -15,7 +15,8 @@ as Airflow runs one spark-submit per stage, over two nights:
 2. ``weekly``: the tune (ALS params and the blends, recorded in ``tuned_params``);
 3. the increment: ``generate`` writes 1% more events of the same users, items and tastes
    (``generate.first_event`` = n) and its CSV files are added beside the first ones;
-4. ``night 2``: every nightly stage again, the next day: ingest reads only the new files,
+4. ``night 2``: every nightly stage again, the next day: ingest reads only the new files
+   (``ingest.incremental=true`` on both nights),
    train-als refits with the tuned params, rerank applies the tuned blends. This is the
    steady-state night the totals, slopes and plot report.
 
@@ -101,7 +102,7 @@ def bench_size(n: int, root: Path) -> list[dict]:
     overrides = [
         f"warehouse={warehouse}", "spark.master=local[2]", f"mlflow.tracking_uri=sqlite:///{base}/mlflow.db",
         f"generate.n_interactions={n}", f"generate.n_users={n // 100}", f"generate.n_items={n // 200}",
-        f"generate.output_dir={data}", "ingest.preset=synthetic", f"ingest.data_dir={data}",
+        f"generate.output_dir={data}", "ingest.preset=synthetic", f"ingest.data_dir={data}", "ingest.incremental=true",
     ]
     (base / "logs").mkdir(parents=True, exist_ok=True)
     increment = [*overrides, f"generate.n_interactions={int(n * INCREMENT)}", f"generate.first_event={n}",
