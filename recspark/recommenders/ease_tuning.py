@@ -2,8 +2,12 @@
 
 :func:`search_ease` builds the Gram matrix of the fit rows once and solves it for every point of
 ``EaseSettings.grid`` (``reg_lambda`` x ``popularity_exponent``); each point's lists (top ``k``
-for the validation users, the fit rows as seen history) are scored by mean NDCG@k over the
-validation users, a user without a list counting 0. :func:`search_ease_on_split` carves the
+unseen items for the validation users, the fit rows as history) are scored by recspark's
+:func:`recspark.evaluation.ranking_metrics` as mean NDCG@k over the validation users, a user
+without a list counting 0. The trials score on the driver, not in Spark: the validation users'
+histories are collected once as a dense float32 matrix and multiplied by ``B`` in blocks of
+:data:`SCORE_BLOCK_USERS` users (the lists equal :meth:`EaseModel.recommend`'s; broadcasting
+``B``, ``n_items^2 x 4`` bytes, for every trial cost about a minute per point on MovieLens). :func:`search_ease_on_split` carves the
 validation rows from an ``interactions_split`` frame (never its test rows).
 :func:`tuned_params_json` / :func:`settings_with_tuned` write and apply the ``ease`` row.
 """
@@ -16,17 +20,21 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recspark.evaluation import ranking_metrics
 from recspark.featurize.splits import tuning_frames
-from recspark.recommenders.ease import EaseModel, EaseSettings, ease_weights, gram_matrix, torch_device
+from recspark.recommenders.ease import EaseSettings, ease_weights, gram_matrix, torch_device
+from recspark.recommenders.topk import top_k_of_score_block
 
 log = logging.getLogger(__name__)
 
 EASE_ALGORITHM = "ease"  # the algorithm key of EASE rows in the tuned params
 SEARCHED = ("reg_lambda", "popularity_exponent")
+SCORE_BLOCK_USERS = 1024  # validation users per dense score block (block x n_items float32)
 
 
 @dataclass
@@ -53,21 +61,48 @@ def search_ease(fit_rows: DataFrame, validation: DataFrame, settings: EaseSettin
     above ``settings.max_items``."""
     item_ids, gram = gram_matrix(fit_rows, settings.max_items)
     device = torch_device(settings.device)
+    spark = fit_rows.sparkSession
     truth = validation.select("user_idx", "item_idx").distinct().cache()
-    users = truth.select("user_idx").distinct()
-    seen = fit_rows.select("user_idx", "item_idx")
+    users, history = _validation_histories(fit_rows, truth, item_ids)
     trials = []
     for params in settings.grid.points():
         began = time.perf_counter()
         point = dataclasses.replace(settings, **params)
         weights = ease_weights(gram.copy(), point.reg_lambda, device, point.popularity_exponent)
-        lists = EaseModel(item_ids, weights, point).recommend(users, k, seen)
+        lists = spark.createDataFrame(_top_k_lists(users, history, weights, item_ids, k))
         metrics = ranking_metrics(lists, truth, k, "user_idx", "item_idx")
         ndcg = metrics["ndcg@k"] * metrics["user_coverage"]
         trials.append(EaseTrial(params, float(ndcg), time.perf_counter() - began))
         log.info("EASE trial %s: ndcg@%d=%.4f (%.1fs)", params, k, ndcg, trials[-1].seconds)
     truth.unpersist()
     return EaseSearch(trials, k)
+
+
+def _validation_histories(fit_rows: DataFrame, truth: DataFrame, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, dense float32 users x items 0/1 history in ``item_ids`` order) of the validation
+    users with at least one fit row."""
+    pairs = (fit_rows.select("user_idx", "item_idx").distinct()
+             .join(truth.select("user_idx").distinct(), "user_idx", "left_semi").toPandas())
+    users, user_rows = np.unique(pairs["user_idx"].to_numpy(np.int64), return_inverse=True)
+    history = np.zeros((users.size, item_ids.size), dtype=np.float32)
+    history[user_rows, np.searchsorted(item_ids, pairs["item_idx"].to_numpy(np.int64))] = 1.0
+    return users, history
+
+
+def _top_k_lists(users: np.ndarray, history: np.ndarray, weights: np.ndarray, item_ids: np.ndarray,
+                 k: int) -> pd.DataFrame:
+    """(user_idx, item_idx, score, rank): each user's top ``k`` unseen items by ``history @ weights``,
+    score descending, ties by item id."""
+    parts = []
+    for start in range(0, users.size, SCORE_BLOCK_USERS):
+        block = history[start:start + SCORE_BLOCK_USERS]
+        scores = block @ weights
+        scores[block > 0] = -np.inf
+        rows, cols, values, ranks = top_k_of_score_block(scores, k)
+        parts.append(pd.DataFrame({"user_idx": users[start + rows].astype(np.int32),
+                                   "item_idx": item_ids[cols].astype(np.int32),
+                                   "score": values.astype(np.float64), "rank": ranks.astype(np.int32)}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def search_ease_on_split(split: DataFrame, settings: EaseSettings, k: int, split_seed: int) -> EaseSearch:
