@@ -1,5 +1,6 @@
-"""Config and source errors end ``recspark`` with exit status 2 within seconds, before any JVM
-(integration: the real CLI in fresh interpreters).
+"""Config and source errors end ``recspark`` with exit status 2 before any JVM starts
+(integration: the real CLI in fresh interpreters). No wall-time bound is asserted: under load a
+fresh interpreter's imports alone vary by seconds; what matters is that no JVM was launched.
 
 Each case runs the CLI in a fresh interpreter, as a user would, and then asks pyspark whether a
 Py4J gateway (the JVM behind every SparkSession) was ever launched in that process.
@@ -10,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-SECONDS = 5.0  # from process start to exit, imports included
 # Runs the CLI's main and reports on stdout whether a JVM gateway was started.
 DRIVER = textwrap.dedent(
     """
@@ -33,13 +32,11 @@ DRIVER = textwrap.dedent(
 PLAYS = '{name: plays, kind: interactions, paths: [plays.tsv], delimiter: "\\t"'
 
 
-def run_cli(*overrides: str, command: str = "run", module: bool = False) -> tuple[subprocess.CompletedProcess, float]:
+def run_cli(*overrides: str, command: str = "run", module: bool = False) -> subprocess.CompletedProcess:
     args = [item for pair in overrides for item in ("--set", pair)] + [command]
     entry = ["-m", "recspark.cli"] if module else ["-c", DRIVER]
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, *entry, *args], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                            env=os.environ | {"PYTHONPATH": str(ROOT)})
-    return result, time.perf_counter() - started
+    return subprocess.run([sys.executable, *entry, *args], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env=os.environ | {"PYTHONPATH": str(ROOT)})
 
 
 @pytest.mark.parametrize(
@@ -60,18 +57,17 @@ def run_cli(*overrides: str, command: str = "run", module: bool = False) -> tupl
          "unknown-candidate-source"],
 )
 def test_config_error_exits_2_before_spark_starts(overrides, message):
-    result, seconds = run_cli(*overrides)
+    result = run_cli(*overrides)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert message in result.stderr
     assert "jvm started: False" in result.stdout
     assert "SparkContext" not in output and "Running Spark version" not in output
     assert "Traceback" not in output
-    assert seconds < SECONDS, f"took {seconds:.1f}s"
 
 
 def test_python_dash_m_entry_point_reports_the_source_error():
-    result, seconds = run_cli(f"ingest.sources=[{PLAYS}, columns: {{user_id: user, item_id: item}}}}]", module=True)
+    result = run_cli(f"ingest.sources=[{PLAYS}, columns: {{user_id: user, item_id: item}}}}]", module=True)
     assert result.returncode == 2
     assert result.stderr.count("ERROR") == 1 and "source 'plays': columns must map ['event_ts']" in result.stderr
-    assert seconds < SECONDS, f"took {seconds:.1f}s"
+    assert "Running Spark version" not in result.stdout + result.stderr

@@ -364,7 +364,7 @@ def test_weekly_tune_records_the_blends_and_the_next_rerank_applies_them_without
     mlflow_set = ["--set", f"mlflow.tracking_uri={uri}", *SMALL_ALS_GRID, *SMALL_DEEP]
     assert cli(root / "wh", "tune", extra=mlflow_set) == 0
     rows = {r["algorithm"]: r for r in tables.read("tuned_params").collect()}
-    assert set(rows) == {"als", "blends"}
+    assert set(rows) == {"als", "ease", "blends"}
     recorded = json.loads(rows["blends"]["params"])
     assert recorded["ranker_model"] and recorded["deep_sources"] == ["neumf"]
     assert rows["blends"]["validation_metric"] == pytest.approx(recorded["scores"][recorded["champion"]])
