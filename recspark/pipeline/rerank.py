@@ -47,6 +47,7 @@ from recspark.pipeline.stage import StageContext
 from recspark.ranker.tuning import (
     BLENDS,
     BLENDS_ALGORITHM,
+    HYBRID_SOURCE,
     RANKER_SOURCE,
     BlendChoice,
     BlendPlan,
@@ -99,7 +100,8 @@ def run_rerank(ctx: StageContext) -> RerankSummary:
                         "hybrid.sources": ",".join(plan.hybrid), "ranker.blended_sources": ",".join(plan.ranker)})
     ctx.spark.sparkContext.setCheckpointDir(config.checkpoint_dir())
     choice, source = tuned_blends(ctx, plan)
-    if choice is None:
+    fitted_here = choice is None
+    if fitted_here:
         log.info("rerank: fitting the blends on validation in this stage (%s)", source)
         fitted = fit_blends_on_tables(tables, config, plan, ctx.measure)
         fitted.log(tracker, config.ranker)
@@ -136,8 +138,8 @@ def run_rerank(ctx: StageContext) -> RerankSummary:
                 write(lists[name], name, metadata)
     summary = RerankSummary(
         len(plan.deep), len(plan.hybrid), len(plan.ranker), choice.validation_users, choice.selection_users,
-        choice.scores.get("hybrid"), choice.scores.get(RANKER_SOURCE), choice.champion_ndcg, champion,
-        int(not source.startswith(IN_STAGE_FIT)),
+        choice.scores.get(HYBRID_SOURCE), choice.scores.get(RANKER_SOURCE), choice.champion_ndcg, champion,
+        int(not fitted_here),
     )
     log.info("rerank %s: %s; validation NDCG@%d %s", ctx.run_date, summary, choice.k,
              ", ".join(f"{s} {v:.4f}" for s, v in sorted(choice.scores.items(), key=lambda kv: -kv[1])))

@@ -43,7 +43,6 @@ from pyspark.sql import functions as F
 from recspark.catalog import INTERACTIONS_SPLIT, ITEM_FACTORS, ITEM_SIMILARITY, TUNED_PARAMS, USER_FACTORS
 from recspark.featurize.splits import split_protocol
 from recspark.pipeline.stage import StageContext
-from recspark.tuned_params import newest_tuned_row
 from recspark.recommenders.als import als_estimator, als_params_from_metadata, als_params_metadata
 from recspark.recommenders.als_engines import engine_fit, pick_engine
 from recspark.recommenders.als_tuning import (
@@ -62,6 +61,7 @@ from recspark.recommenders.fold_in import (
     needs_full_retrain,
 )
 from recspark.recommenders.item_similarity import FACTOR_SIMILARITY_METHOD, factor_similarity
+from recspark.tuned_params import newest_tuned_row
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,10 @@ from pyspark.sql import functions as F
 from recspark.catalog import CANDIDATES, INTERACTIONS_SPLIT, TUNED_PARAMS
 from recspark.featurize.splits import split_protocol
 from recspark.pipeline.stage import StageContext
-from recspark.recommenders.als import als_estimator
-from recspark.recommenders.als_engines import engine_fit, pick_engine
 from recspark.ranker.tuning import BLENDS_ALGORITHM, fit_blends_on_tables, plan_blends
 from recspark.recommenders import ease_tuning
-from recspark.recommenders.ease import CatalogueTooLarge
+from recspark.recommenders.als import als_estimator
+from recspark.recommenders.als_engines import engine_fit, pick_engine
 from recspark.recommenders.als_tuning import (
     ALS_ALGORITHM,
     metric_label,
@@ -48,6 +47,7 @@ from recspark.recommenders.als_tuning import (
     trial_runs,
     tuned_params_json,
 )
+from recspark.recommenders.ease import CatalogueTooLarge
 
 log = logging.getLogger(__name__)
 

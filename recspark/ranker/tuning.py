@@ -26,7 +26,7 @@ import json
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import reduce
 from typing import Any
 
@@ -81,8 +81,9 @@ class BlendChoice:
     def from_json(cls, text: str) -> BlendChoice:
         """The choice of :meth:`to_json`; ValueError naming the missing or unknown keys."""
         stored = json.loads(text)
-        names = set(cls.__dataclass_fields__)
-        if not isinstance(stored, dict) or set(stored) - names or {"k", "n", "champion", "scores"} - set(stored):
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        if not isinstance(stored, dict) or set(stored) - known or required - set(stored):
             raise ValueError(f"not a recorded blend choice: keys {sorted(stored) if isinstance(stored, dict) else stored}")
         return cls(**stored)
 
@@ -104,11 +105,9 @@ class BlendChoice:
     def mismatch(self, plan: BlendPlan, k: int, n: int) -> str | None:
         """Why this choice cannot blend tonight's ``plan`` with list length ``n`` and cut-off
         ``k``, or None when it can."""
-        tonight = {"ranker sources": plan.ranker, "hybrid sources": plan.hybrid, "deep models": plan.deep,
-                   "content features": plan.content and bool(plan.ranker), "evaluation.k": k, "candidates.n": n}
-        recorded = {"ranker sources": self.ranker_sources, "hybrid sources": self.hybrid_sources,
-                    "deep models": self.deep_sources, "content features": self.content and bool(self.ranker_sources),
-                    "evaluation.k": self.k, "candidates.n": self.n}
+        recorded = _blend_signature(self.ranker_sources, self.hybrid_sources, self.deep_sources, self.content,
+                                    self.k, self.n)
+        tonight = _blend_signature(plan.ranker, plan.hybrid, plan.deep, plan.content, k, n)
         differ = [f"{key} {recorded[key]} (tonight {value})" for key, value in tonight.items() if recorded[key] != value]
         return "; ".join(differ) or None
 
@@ -152,6 +151,13 @@ class BlendChoice:
         if gain:
             log.info("ranker feature importances (gain): %s",
                      ", ".join(f"{name} {value:.1f}" for name, value in list(gain.items())[:10]))
+
+
+def _blend_signature(ranker: list[str], hybrid: list[str], deep: list[str], content: bool, k: int,
+                     n: int) -> dict[str, Any]:
+    """What a recorded choice and tonight's plan must share for the choice to apply."""
+    return {"ranker sources": list(ranker), "hybrid sources": list(hybrid), "deep models": list(deep),
+            "content features": bool(content) and bool(ranker), "evaluation.k": k, "candidates.n": n}
 
 
 @dataclass

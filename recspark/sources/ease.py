@@ -31,8 +31,9 @@ class NoCandidates:
 def ease_settings(inputs: SourceInputs) -> EaseSettings:
     """The ``ease`` settings with the newest tuned point applied (see the module docstring)."""
     settings = inputs.config.ease
-    row = newest_tuned_row(inputs.tables.read_if_exists(TUNED_PARAMS), EASE_ALGORITHM) \
-        if settings.use_tuned_params else None
+    if not settings.use_tuned_params:
+        return settings
+    row = newest_tuned_row(inputs.tables.read_if_exists(TUNED_PARAMS), EASE_ALGORITHM)
     return settings if row is None else settings_with_tuned(settings, row["params"])
 
 

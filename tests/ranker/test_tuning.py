@@ -2,6 +2,8 @@
 and applying it (hybrid weights and ranker) to tonight's candidates."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from recspark.ranker.tuning import BlendChoice, BlendPlan, apply_blends
@@ -29,6 +31,10 @@ def test_json_that_is_not_a_choice_is_refused():
         BlendChoice.from_json('{"k": 10, "surprise": 1}')
     with pytest.raises(ValueError, match="not a recorded blend choice"):
         BlendChoice.from_json("[1, 2]")
+    without_hybrid_sources = {key: value for key, value in json.loads(_choice().to_json()).items()
+                              if key != "hybrid_sources"}
+    with pytest.raises(ValueError, match="not a recorded blend choice"):
+        BlendChoice.from_json(json.dumps(without_hybrid_sources))
 
 
 def test_a_choice_fits_only_the_sources_and_settings_it_was_fitted_for():
