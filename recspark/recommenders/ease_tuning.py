@@ -7,8 +7,10 @@ unseen items for the validation users, the fit rows as history) are scored by re
 without a list counting 0. The trials score on the driver, not in Spark: the validation users'
 histories are collected once as a dense float32 matrix and multiplied by ``B`` in blocks of
 :data:`SCORE_BLOCK_USERS` users (the lists equal :meth:`EaseModel.recommend`'s; broadcasting
-``B``, ``n_items^2 x 4`` bytes, for every trial cost about a minute per point on MovieLens). :func:`search_ease_on_split` carves the
-validation rows from an ``interactions_split`` frame (never its test rows).
+``B``, ``n_items^2 x 4`` bytes, for every trial cost about a minute per point on MovieLens); the
+lists go back to Spark in slices of :data:`LIST_ROWS_PER_SLICE` rows for the metric code.
+:func:`search_ease_on_split` carves the validation rows from an ``interactions_split`` frame
+(never its test rows).
 :func:`tuned_params_json` / :func:`settings_with_tuned` write and apply the ``ease`` row.
 """
 from __future__ import annotations
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 EASE_ALGORITHM = "ease"  # the algorithm key of EASE rows in the tuned params
 SEARCHED = ("reg_lambda", "popularity_exponent")
 SCORE_BLOCK_USERS = 1024  # validation users per dense score block (block x n_items float32)
+# Rows of a trial's lists per Spark partition when they go from the driver to the metric code: a
+# few hundred KiB per task, under Spark's "task of very large size" warning (1,000 KiB) at any size.
+LIST_ROWS_PER_SLICE = 20_000
 
 
 @dataclass
@@ -69,7 +73,10 @@ def search_ease(fit_rows: DataFrame, validation: DataFrame, settings: EaseSettin
         began = time.perf_counter()
         point = dataclasses.replace(settings, **params)
         weights = ease_weights(gram.copy(), point.reg_lambda, device, point.popularity_exponent)
-        lists = spark.createDataFrame(_top_k_lists(users, history, weights, item_ids, k))
+        rows = _top_k_lists(users, history, weights, item_ids, k)
+        slices = max(1, -(-len(rows) // LIST_ROWS_PER_SLICE))
+        lists = spark.createDataFrame(spark.sparkContext.parallelize(rows, slices),
+                                      "user_idx int, item_idx int, rank int")
         metrics = ranking_metrics(lists, truth, k, "user_idx", "item_idx")
         ndcg = metrics["ndcg@k"] * metrics["user_coverage"]
         trials.append(EaseTrial(params, float(ndcg), time.perf_counter() - began))
@@ -90,19 +97,17 @@ def _validation_histories(fit_rows: DataFrame, truth: DataFrame, item_ids: np.nd
 
 
 def _top_k_lists(users: np.ndarray, history: np.ndarray, weights: np.ndarray, item_ids: np.ndarray,
-                 k: int) -> pd.DataFrame:
-    """(user_idx, item_idx, score, rank): each user's top ``k`` unseen items by ``history @ weights``,
+                 k: int) -> list[tuple[int, int, int]]:
+    """(user_idx, item_idx, rank) rows: each user's top ``k`` unseen items by ``history @ weights``,
     score descending, ties by item id."""
-    parts = []
+    rows: list[tuple[int, int, int]] = []
     for start in range(0, users.size, SCORE_BLOCK_USERS):
         block = history[start:start + SCORE_BLOCK_USERS]
         scores = block @ weights
         scores[block > 0] = -np.inf
-        rows, cols, values, ranks = top_k_of_score_block(scores, k)
-        parts.append(pd.DataFrame({"user_idx": users[start + rows].astype(np.int32),
-                                   "item_idx": item_ids[cols].astype(np.int32),
-                                   "score": values.astype(np.float64), "rank": ranks.astype(np.int32)}))
-    return pd.concat(parts, ignore_index=True)
+        block_rows, cols, _, ranks = top_k_of_score_block(scores, k)
+        rows += zip(users[start + block_rows].tolist(), item_ids[cols].tolist(), ranks.tolist())
+    return rows
 
 
 def search_ease_on_split(split: DataFrame, settings: EaseSettings, k: int, split_seed: int) -> EaseSearch:
