@@ -249,20 +249,29 @@ def describe_split(split: SplitSettings) -> str:
     return f"time(validation={split.validation_fraction},test={split.test_fraction})"
 
 
-def tuning_frames(split: DataFrame, tuning_ratio: float, split_seed: int) -> tuple[DataFrame, DataFrame]:
+def tuning_frames(split: DataFrame, tuning_ratio: float, split_seed: int,
+                  stratify_by: str = "user") -> tuple[DataFrame, DataFrame]:
     """(tuning train, validation) rows of an ``interactions_split`` frame (user_idx, item_idx,
-    split, ...): its ``validation`` rows when it has any, else a per-user ``tuning_ratio`` share
-    of its ``train`` rows drawn with seed ``split_seed + 1``. The test rows are never returned,
-    and equal ratios give equal carves, so ALS tuning, deep early stopping and the hybrid's
-    weights all see the same validation rows."""
+    split, ...): its ``validation`` rows when it has any, else a ``tuning_ratio`` share of its
+    ``train`` rows per ``stratify_by`` (``user`` or ``item``: the test split's stratification, see
+    :func:`carve_stratification`) drawn with seed ``split_seed + 1``. The test rows are never
+    returned, and equal arguments give equal carves, so ALS and EASE tuning, deep early stopping
+    and the blends all see the same validation rows."""
     validation = split.where(F.col("split") == VALIDATION)
     if validation.limit(1).count():
         return split.where(F.col("split") == TRAIN), validation
     carved = random_stratified_split(
         split.where(F.col("split") == TRAIN).drop("split"),
-        SplitSettings(method="random_stratified", stratify_by="user", test_ratio=tuning_ratio, seed=split_seed + 1),
+        SplitSettings(method="random_stratified", stratify_by=stratify_by, test_ratio=tuning_ratio, seed=split_seed + 1),
     )
     return carved.where(F.col("split") == TRAIN), carved.where(F.col("split") == TEST)
+
+
+def carve_stratification(split: SplitSettings) -> str:
+    """How a validation carve of train mirrors the test ``split``: per item under a per-item
+    random split (the carve then holds out a share of each item's pairs, as test does), per user
+    under every other protocol."""
+    return split.stratify_by if split.method == "random_stratified" else "user"
 
 
 def split_protocol(metadata: dict[str, str]) -> tuple[str, int]:
@@ -274,3 +283,11 @@ def split_protocol(metadata: dict[str, str]) -> tuple[str, int]:
     except KeyError:
         raise ValueError("interactions_split's latest commit lacks the split protocol in its metadata; "
                          "re-run the featurize stage") from None
+
+
+def split_carve(metadata: dict[str, str]) -> tuple[int, str]:
+    """(split seed, carve stratification) for :func:`tuning_frames` from ``interactions_split``'s
+    latest commit ``metadata``; a table written before featurize recorded
+    ``recspark.split.carve_stratify_by`` is carved per user."""
+    _, seed = split_protocol(metadata)
+    return seed, metadata.get("recspark.split.carve_stratify_by", "user")

@@ -4,9 +4,10 @@ Writes ``user_index`` and ``item_index`` (stable across runs: read back and exte
 ``user_features``, ``item_features`` and ``interactions_split`` (one row per (user, item) with
 user_idx, item_idx, rating, weight, confidence, event_ts and split, partitioned by split).
 Features are computed as of the end of the run date. The split's protocol travels with
-``interactions_split`` in its commit metadata (``split.protocol``, ``split.seed``): evaluation
-labels its metrics and the training stages seed their validation carve from it, not from
-today's config.
+``interactions_split`` in its commit metadata (``split.protocol``, ``split.seed``,
+``split.carve_stratify_by``): evaluation labels its metrics and the training and tuning stages
+draw their validation carve from it (seeded, stratified like the test split), not from today's
+config.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from recspark.featurize import (
     user_features,
     user_index,
 )
-from recspark.featurize.splits import describe_split
+from recspark.featurize.splits import carve_stratification, describe_split
 from recspark.pipeline.stage import StageContext
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ def run_featurize(ctx: StageContext) -> FeaturizeCounts:
 
     pairs = aggregate_user_item(silver, fc.confidence_alpha, fc.confidence_epsilon)
     split = attach_indexes(split_interactions(pairs, fc.split), users, item_ids).localCheckpoint()
-    protocol = {"split.protocol": describe_split(fc.split), "split.seed": fc.split.seed}
+    protocol = {"split.protocol": describe_split(fc.split), "split.seed": fc.split.seed,
+                "split.carve_stratify_by": carve_stratification(fc.split)}
     tables.write(split, INTERACTIONS_SPLIT, metadata=ctx.commit_metadata(protocol), overwrite_schema=True)
 
     sizes = {r["split"]: r["count"] for r in split.groupBy("split").count().collect()}

@@ -41,7 +41,7 @@ from typing import Any
 from pyspark.sql import functions as F
 
 from recspark.catalog import INTERACTIONS_SPLIT, ITEM_FACTORS, ITEM_SIMILARITY, TUNED_PARAMS, USER_FACTORS
-from recspark.featurize.splits import split_protocol
+from recspark.featurize.splits import split_carve
 from recspark.pipeline.stage import StageContext
 from recspark.recommenders.als import als_estimator, als_params_from_metadata, als_params_metadata
 from recspark.recommenders.als_engines import engine_fit, pick_engine
@@ -111,9 +111,9 @@ def tuned_als_params(ctx: StageContext) -> ChosenParams | None:
 def searched_als_params(ctx: StageContext, split, fit) -> ChosenParams:
     """The in-stage search (what tune does), logged as nested MLflow runs and als_search.json."""
     ac, k, tracker = ctx.config.als, ctx.config.evaluation.k, ctx.tracker
-    _, split_seed = split_protocol(ctx.tables.latest_metadata(INTERACTIONS_SPLIT))
+    split_seed, stratify_by = split_carve(ctx.tables.latest_metadata(INTERACTIONS_SPLIT))
     with ctx.measure("als.search"):
-        search = search_on_split(split, ac, k, split_seed, fit)
+        search = search_on_split(split, ac, k, split_seed, fit, stratify_by)
     for name, params, metrics in trial_runs(search, k):
         tracker.log_child_run(name, params, metrics)
     tracker.log_dict(search_summary(search, k), "als_search.json")

@@ -31,7 +31,7 @@ from recspark.deep.distributed import TrainJob, train_distributed, use_gpu_for
 from recspark.deep.examples import item_feature_matrix, pairs_array, training_examples
 from recspark.deep.export import export_training_data
 from recspark.deep.training import checkpoint_path, previous_night_state, save_checkpoint
-from recspark.featurize.splits import split_protocol, tuning_frames
+from recspark.featurize.splits import split_carve, tuning_frames
 from recspark.io.petastorm import delete_converter, make_converter
 from recspark.pipeline.stage import StageContext
 
@@ -58,8 +58,8 @@ def run_train_deep(ctx: StageContext) -> DeepTrainingSummary:
     item_index = tables.read(ITEM_INDEX)
     num_items = item_index.agg(F.max("item_idx")).first()[0] + 1
     split = tables.read(INTERACTIONS_SPLIT)
-    _, split_seed = split_protocol(tables.latest_metadata(INTERACTIONS_SPLIT))
-    train_pairs, validation = tuning_frames(split, dc.validation_ratio, split_seed)
+    split_seed, stratify_by = split_carve(tables.latest_metadata(INTERACTIONS_SPLIT))
+    train_pairs, validation = tuning_frames(split, dc.validation_ratio, split_seed, stratify_by)
     train_pairs = train_pairs.select("user_idx", "item_idx").localCheckpoint()
     validation = validation.select("user_idx", "item_idx").localCheckpoint()
     embeddings = tables.read_if_exists(ITEM_EMBEDDINGS)

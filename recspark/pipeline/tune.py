@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pyspark.sql import functions as F
 
 from recspark.catalog import CANDIDATES, INTERACTIONS_SPLIT, TUNED_PARAMS
-from recspark.featurize.splits import split_protocol
+from recspark.featurize.splits import split_carve, split_protocol
 from recspark.pipeline.stage import StageContext
 from recspark.ranker.tuning import BLENDS_ALGORITHM, fit_blends_on_tables, plan_blends
 from recspark.recommenders import ease_tuning
@@ -71,13 +71,14 @@ def run_tune(ctx: StageContext) -> TuneResult:
     tables, tracker, ac, k = ctx.tables, ctx.tracker, ctx.config.als, ctx.config.evaluation.k
     ctx.spark.sparkContext.setCheckpointDir(ctx.config.checkpoint_dir())
     split = tables.read(INTERACTIONS_SPLIT)
-    protocol, split_seed = split_protocol(tables.latest_metadata(INTERACTIONS_SPLIT))
+    protocol, _ = split_protocol(tables.latest_metadata(INTERACTIONS_SPLIT))
+    split_seed, stratify_by = split_carve(tables.latest_metadata(INTERACTIONS_SPLIT))
     probe = als_estimator(ac).copy(rank=max(ac.grid.rank), implicit_prefs=True)
     engine, reason = pick_engine(probe, split.where(F.col("split") != "test"), ac.engine_settings())
     log.info("tune: ALS engine %s (%s)", engine, reason)
     tracker.log_params({"als.engine_used": engine, "als.engine_reason": reason})
     with ctx.measure("tune.als_search"):
-        search = search_on_split(split, ac, k, split_seed, engine_fit(engine, ac.engine_settings()))
+        search = search_on_split(split, ac, k, split_seed, engine_fit(engine, ac.engine_settings()), stratify_by)
     for name, params, metrics in trial_runs(search, k):
         tracker.log_child_run(name, params, metrics)
     best, label = search.best, metric_label(ac.selection_metric, k)
@@ -97,7 +98,7 @@ def run_tune(ctx: StageContext) -> TuneResult:
     if ease_tuning.EASE_ALGORITHM in ctx.config.candidates.sources:
         try:
             with ctx.measure("tune.ease_search"):
-                ease_search = ease_tuning.search_ease_on_split(split, ctx.config.ease, k, split_seed)
+                ease_search = ease_tuning.search_ease_on_split(split, ctx.config.ease, k, split_seed, stratify_by)
         except CatalogueTooLarge as exc:
             log.warning("tune: EASE not searched: %s", exc)
     if ease_search is not None:

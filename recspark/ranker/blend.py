@@ -40,11 +40,12 @@ class LeakedTestRowsError(ValueError):
     """Test pairs reached the validation-time inputs."""
 
 
-def validation_inputs(split: DataFrame, tuning_ratio: float, split_seed: int) -> ValidationInputs:
+def validation_inputs(split: DataFrame, tuning_ratio: float, split_seed: int,
+                      stratify_by: str = "user") -> ValidationInputs:
     """:class:`ValidationInputs` of an ``interactions_split`` frame (user_idx, item_idx, split,
     event_ts, ...); raises :class:`LeakedTestRowsError` when a test pair is among the fit rows or the
     validation pairs."""
-    fit_rows, validation = tuning_frames(split, tuning_ratio, split_seed)
+    fit_rows, validation = tuning_frames(split, tuning_ratio, split_seed, stratify_by)
     pairs = validation.select(*KEYS).distinct()
     test = split.where(F.col("split") == TEST).select(*KEYS)
     for name, frame in (("fit rows", fit_rows), ("validation pairs", pairs)):

@@ -37,7 +37,7 @@ from recspark.catalog import CANDIDATES, INTERACTIONS_SPLIT, ITEM_EMBEDDINGS, US
 from recspark.deep.models import MODEL_NAMES
 from recspark.deep.scoring import blend, deep_rerank, normalised_scores, tune_blend_weights
 from recspark.deep.training import checkpoint_path, load_checkpoint
-from recspark.featurize.splits import split_protocol
+from recspark.featurize.splits import split_carve
 from recspark.ranker.blend import choose_champion, validation_inputs, validation_ndcg
 from recspark.ranker.features import FeatureSet, ranker_features
 from recspark.sources import SourceInputs, TableReader, as_candidates, get_source, require_known_sources, source_names
@@ -223,6 +223,7 @@ class BlendInputs:
     ranker_settings: Any
     n: int
     k: int
+    carve_stratify_by: str = "user"  # the validation carve's stratification (featurize.splits.split_carve)
 
 
 @dataclass
@@ -261,7 +262,7 @@ def validation_candidates(fit_rows: DataFrame, sources: list[str], inputs: Sourc
 def fit_blends(inputs: BlendInputs, measure: Callable[[str], AbstractContextManager[Any]]) -> FittedBlends:
     """Steps 1-4 of the module docstring; ``measure(step)`` times each step (``blends.*`` names)."""
     dc, rc, n, k = inputs.deep_settings, inputs.ranker_settings, inputs.n, inputs.k
-    validation = validation_inputs(inputs.split, dc.validation_ratio, inputs.split_seed)
+    validation = validation_inputs(inputs.split, dc.validation_ratio, inputs.split_seed, inputs.carve_stratify_by)
     fit_rows = validation.fit_rows.cache()
     needed = set(inputs.hybrid_sources) | set(inputs.ranker_sources) | (
         set(inputs.retrieval) if inputs.deep_models else set())
@@ -322,13 +323,14 @@ def fit_blends_on_tables(tables: TableReader, config: Any, plan: BlendPlan,
     """:func:`fit_blends` on the warehouse's ``interactions_split`` (its seed from the commit
     metadata), users, item embeddings and deep checkpoints, with ``config``'s settings."""
     model_dir = config.deep_directory("model_dir")
-    _, split_seed = split_protocol(tables.latest_metadata(INTERACTIONS_SPLIT))
+    split_seed, carve_stratify_by = split_carve(tables.latest_metadata(INTERACTIONS_SPLIT))
     inputs = BlendInputs(
         split=tables.read(INTERACTIONS_SPLIT), split_seed=split_seed, sources=SourceInputs(config, tables),
         users=tables.read(USER_INDEX).select("user_idx"), ranker_sources=plan.ranker, hybrid_sources=plan.hybrid,
         retrieval=plan.retrieval, deep_models={m: load_checkpoint(checkpoint_path(model_dir, m)) for m in plan.deep},
         item_embeddings=tables.read(ITEM_EMBEDDINGS) if plan.content else None, deep_settings=config.deep,
         ranker_settings=config.ranker, n=config.candidates.n, k=config.evaluation.k,
+        carve_stratify_by=carve_stratify_by,
     )
     return fit_blends(inputs, measure)
 

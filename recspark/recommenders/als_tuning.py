@@ -36,11 +36,13 @@ def search_on_split(
     k: int,
     split_seed: int,
     fit: Callable[[ALSRecommender, DataFrame], ALSRecommenderModel] | None = None,
+    stratify_by: str = "user",
 ) -> SearchResult:
     """The grid search of ``settings`` on ``split`` (``interactions_split``: user_idx, item_idx,
     confidence, rating, split train/validation/test), carving ``settings.tuning_ratio`` of each
-    user's train pairs when there is no validation split (seeded by ``split_seed``)."""
-    tuning_train, validation = tuning_frames(split, settings.tuning_ratio, split_seed)
+    user's (``stratify_by="item"``: each item's) train pairs when there is no validation split
+    (seeded by ``split_seed``)."""
+    tuning_train, validation = tuning_frames(split, settings.tuning_ratio, split_seed, stratify_by)
     tuning_train, validation = tuning_train.cache(), validation.cache()
     try:
         return search_als(

@@ -90,7 +90,7 @@ class EaseSettings:
         divided by ``pop_j^beta``: 0 is plain EASE, larger values push the lists away from the
         most popular items. The ``because`` item is unchanged (a positive column scale).
     grid: the weekly tune's search (:func:`search_ease`, Cartesian product of ``reg_lambda`` x
-        ``popularity_exponent``) on a per-user ``tuning_ratio`` carve of train; the nights then
+        ``popularity_exponent``) on a ``tuning_ratio`` carve of train (stratified like the test split); the nights then
         fit with the recorded point when ``use_tuned_params`` (else with the two values above).
     """
 

@@ -110,10 +110,12 @@ def _top_k_lists(users: np.ndarray, history: np.ndarray, weights: np.ndarray, it
     return rows
 
 
-def search_ease_on_split(split: DataFrame, settings: EaseSettings, k: int, split_seed: int) -> EaseSearch:
-    """:func:`search_ease` on the ``settings.tuning_ratio`` carve of ``split``'s train rows
-    (:func:`recspark.featurize.splits.tuning_frames`)."""
-    fit_rows, validation = tuning_frames(split.where(F.col("split") != "test"), settings.tuning_ratio, split_seed)
+def search_ease_on_split(split: DataFrame, settings: EaseSettings, k: int, split_seed: int,
+                         stratify_by: str = "user") -> EaseSearch:
+    """:func:`search_ease` on the ``settings.tuning_ratio`` carve of ``split``'s train rows, per
+    ``stratify_by`` (:func:`recspark.featurize.splits.tuning_frames`)."""
+    fit_rows, validation = tuning_frames(split.where(F.col("split") != "test"), settings.tuning_ratio, split_seed,
+                                         stratify_by)
     return search_ease(fit_rows, validation, settings, k)
 
 

@@ -9,7 +9,14 @@ from pyspark.sql import functions as F
 
 from recspark.evaluation.efficiency import stage_efficiency
 from recspark.evaluation.suite import evaluate_recommendations, evaluate_recommendations_by
-from recspark.featurize.splits import SplitSettings, describe_split, split_protocol, tuning_frames
+from recspark.featurize.splits import (
+    SplitSettings,
+    carve_stratification,
+    describe_split,
+    split_carve,
+    split_protocol,
+    tuning_frames,
+)
 from recspark.recommenders.als import als_params_from_metadata, als_params_metadata
 from recspark.schemas import STAGE_RUNS
 
@@ -48,6 +55,24 @@ def test_the_carve_is_seeded_by_the_split_seed_and_disjoint_from_test(spark):
     assert not pairs(fit) & pairs(validation) and 99 not in {i for _, i in pairs(fit) | pairs(validation)}
     assert pairs(tuning_frames(split, 0.3, split_seed=42)[1]) == pairs(validation)
     assert pairs(tuning_frames(split, 0.3, split_seed=7)[1]) != pairs(validation)
+
+
+def test_under_the_per_item_protocol_the_carve_takes_a_share_of_each_items_train_pairs(spark):
+    rows = [(f"u{u}", f"i{i}", u, i, "train") for u in range(10) for i in range(3)]
+    fit, validation = tuning_frames(spark.createDataFrame(rows, SPLIT_SCHEMA), 0.2, split_seed=0, stratify_by="item")
+    assert {r.item_id: r["count"] for r in validation.groupBy("item_id").count().collect()} == {
+        "i0": 2, "i1": 2, "i2": 2}
+    assert fit.count() == 24
+
+
+def test_the_carve_is_stratified_like_the_test_split_and_recorded_with_it():
+    assert carve_stratification(SplitSettings(stratify_by="item")) == "item"
+    assert carve_stratification(SplitSettings()) == "user"
+    assert carve_stratification(SplitSettings(method="leave_last_n", n=1, min_user_interactions=3)) == "user"
+    metadata = {"recspark.split.protocol": "random_stratified(by=item,test=0.25,validation=0.0,seed=42)",
+                "recspark.split.seed": "42"}
+    assert split_carve(metadata) == (42, "user")  # written before the stratification was recorded
+    assert split_carve({**metadata, "recspark.split.carve_stratify_by": "item"}) == (42, "item")
 
 
 def test_als_params_round_trip_through_commit_metadata():

@@ -43,12 +43,12 @@ def test_validation_inputs_hold_no_test_pair(spark):
 
 def test_a_carve_that_lets_test_rows_through_fails(spark, monkeypatch):
     split = _split(spark, users=4)
-    leaky = lambda frame, ratio, seed: (frame.where(F.col("split") == "train"),  # noqa: E731
+    leaky = lambda frame, ratio, seed, stratify_by: (frame.where(F.col("split") == "train"),  # noqa: E731
                                         frame.where(F.col("split") == "test"))
     monkeypatch.setattr(blend_module, "tuning_frames", leaky)
     with pytest.raises(LeakedTestRowsError, match="validation pairs contain test pairs"):
         validation_inputs(split, 0.3, split_seed=42)
-    monkeypatch.setattr(blend_module, "tuning_frames", lambda frame, ratio, seed: (frame, frame.limit(1)))
+    monkeypatch.setattr(blend_module, "tuning_frames", lambda frame, ratio, seed, stratify_by: (frame, frame.limit(1)))
     with pytest.raises(LeakedTestRowsError, match="fit rows contain test pairs"):
         validation_inputs(split, 0.3, split_seed=42)
 
