@@ -4,8 +4,8 @@ Training data is a labelled feature frame: the features of the validation-time c
 (:func:`recspark.ranker.features.ranker_features`) with label 1 for the (user, item) pairs of the
 validation carve and 0 otherwise. Only users with at least one positive and one negative
 candidate teach lambdarank anything; those users are collected to the driver (Arrow), at most
-``max_training_users`` of them (a seeded hash sample above the cap), and split by user into a
-training and an early-stopping group set.
+``max_training_users`` users and ``max_training_rows`` rows (a seeded hash sample of whole users
+above either cap), and split by user into a training and an early-stopping group set.
 
 The trees learn a correction to a base source's ranking (``RankerSettings.base_source``): its
 prior ``-ln(rank)`` is LightGBM's ``init_score`` in training and is added to the trees' output
@@ -68,15 +68,27 @@ def _user_hash(seed: int) -> F.Column:
 
 
 def _training_users(labelled: DataFrame, settings: RankerSettings) -> DataFrame:
-    """Users with a positive and a negative candidate; a seeded hash sample of
-    ``max_training_users`` of them above the cap, with ``is_eval`` for the early-stopping share."""
+    """Users with a positive and a negative candidate, with ``is_eval`` for the early-stopping
+    share; above ``max_training_users`` users or ``max_training_rows`` candidates, the longest
+    prefix in seeded hash order that fits both (at least one user). Only (order, user, count)
+    triples reach the driver to find the cut; the rows stay in Spark."""
     users = (
         labelled.groupBy("user_idx")
         .agg(F.sum(LABEL).alias("positives"), F.count(F.lit(1)).alias("candidates"))
         .where((F.col("positives") > 0) & (F.col("positives") < F.col("candidates")))
-        .select("user_idx", _user_hash(settings.seed).alias("_order"))
+        .select("user_idx", "candidates", _user_hash(settings.seed).alias("_order"))
     )
-    kept = users.orderBy("_order", "user_idx").limit(settings.max_training_users)
+    counts = users.select("_order", "user_idx", "candidates").toPandas().sort_values(["_order", "user_idx"])
+    fits = int(np.argmin(np.r_[counts["candidates"].cumsum().to_numpy() <= settings.max_training_rows, False]))
+    n_kept = min(len(counts), settings.max_training_users, max(fits, 1))
+    kept = users
+    if n_kept < len(counts):
+        last_order, last_user = (int(v) for v in counts.iloc[n_kept - 1][["_order", "user_idx"]])
+        kept = users.where((F.col("_order") < last_order)
+                           | ((F.col("_order") == last_order) & (F.col("user_idx") <= last_user)))
+        log.info("ranker: %d of %d users (%d of %d candidate rows) train it (ranker.max_training_users %d, "
+                 "max_training_rows %d)", n_kept, len(counts), int(counts["candidates"].iloc[:n_kept].sum()),
+                 int(counts["candidates"].sum()), settings.max_training_users, settings.max_training_rows)
     eval_bucket = F.pmod(_user_hash(settings.seed + 1), F.lit(10_000)) < int(settings.eval_fraction * 10_000)
     return kept.select("user_idx", eval_bucket.alias("is_eval"))
 
@@ -194,9 +206,10 @@ class LearnedRanker:
         """Train on ``features`` (user_idx, item_idx, feature columns) labelled by ``labels``
         (user_idx, item_idx[, split]: the validation pairs; any other split raises ValueError).
 
-        ``feature_names`` default: every column of ``features`` but the keys. Users above
-        ``max_training_users`` (with a positive and a negative candidate) are left out by a
-        seeded sample, because training collects the rows to the driver. With a base source
+        ``feature_names`` default: every column of ``features`` but the keys. Users (with a
+        positive and a negative candidate) beyond ``max_training_users`` or
+        ``max_training_rows`` are left out by a seeded sample, because training collects the
+        rows to the driver. With a base source
         (``settings.base_source``), the trees start from its prior and are kept only when they
         beat it on the held-out users. Raises ValueError when no user has both a positive and a
         negative candidate, or too few for the eval share.

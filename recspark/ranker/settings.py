@@ -15,7 +15,12 @@ class RankerSettings:
     ``n_estimators`` is the most boosting rounds; training stops after ``early_stopping_rounds``
     rounds without a better ndcg@``eval_at`` on the ``eval_fraction`` of users held out for it
     (those users also choose the published champion, see :mod:`recspark.ranker.blend`).
-    ``max_training_users`` caps the users collected to the driver. ``num_threads`` 0: LightGBM's
+    ``max_training_users`` and ``max_training_rows`` cap what is collected to the driver: a
+    seeded hash sample of whole users, as many as fit both caps. A row is a (user, candidate) with
+    its features, about 200 bytes held twice on the driver (Arrow in the JVM, then pandas), so the
+    default 1M rows is ~400 MB; at 1M synthetic interactions the union of six sources is ~400
+    candidates a user, so 2,500 of 10,000 users train the ranker (MovieLens: all 610).
+    ``num_threads`` 0: LightGBM's
     default (all cores) for training; scoring in Spark uses one thread per Python worker.
 
     ``base_source``: the trees learn a correction to one source's ranking instead of a ranking
@@ -50,6 +55,7 @@ class RankerSettings:
     eval_fraction: float = 0.2
     eval_at: int = 10
     max_training_users: int = 100_000
+    max_training_rows: int = 1_000_000
     seed: int = 42
     num_threads: int = 0
     base_source: str = AUTO_BASE
@@ -64,7 +70,7 @@ class RankerSettings:
 
     def __post_init__(self) -> None:
         for name in ("num_leaves", "n_estimators", "min_data_in_leaf", "early_stopping_rounds", "eval_at",
-                     "max_training_users"):
+                     "max_training_users", "max_training_rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")

@@ -14,6 +14,7 @@ from recspark.ranker.lambdarank import (
     RankerModel,
     RankerSettings,
     mean_ndcg,
+    training_rows,
     trees_beat_base,
     validation_labels,
 )
@@ -113,6 +114,18 @@ def test_ranker_learns_a_planted_rule(spark):
     assert_df_equality(top, fresh_labels, ignore_row_order=True, ignore_nullable=True)
     ranks = {r["rank"] for r in model.rank(fresh_features, 3).collect()}
     assert ranks == {1, 2, 3}
+
+
+def test_the_driver_gets_whole_users_within_both_caps(spark):
+    features, labels = _planted(spark, seed=4, users=40)  # 20 candidates a user
+    every = training_rows(features, labels, FEATURES, SMALL)
+    assert every["user_idx"].nunique() == 40 and len(every) == 800
+    by_rows = training_rows(features, labels, FEATURES, RankerSettings(**{**SMALL.__dict__, "max_training_rows": 250}))
+    assert by_rows["user_idx"].nunique() == 12 and len(by_rows) == 240
+    assert set(by_rows["user_idx"]) == set(training_rows(features, labels, FEATURES, RankerSettings(
+        **{**SMALL.__dict__, "max_training_users": 12}))["user_idx"])  # the same seeded order under either cap
+    one = training_rows(features, labels, FEATURES, RankerSettings(**{**SMALL.__dict__, "max_training_rows": 5}))
+    assert one["user_idx"].nunique() == 1 and len(one) == 20  # never fewer than one whole user
 
 
 def test_ranker_never_sees_test_rows(spark):
