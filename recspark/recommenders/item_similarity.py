@@ -36,10 +36,18 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recspark.recommenders.sparse_topk import (
+    EXCLUDE_COL,
+    KEYS_COL,
+    QUERY_COL,
+    WEIGHTS_COL,
+    collect_sparse_rows,
+    top_n_weighted_sums,
+)
 from recspark.recommenders.topk import DEFAULT_BLOCK_SIZE, top_k_similar_items
 
 NEIGHBOR_COL = "neighbor_idx"  # the neighbour item's id, same type as the item column
@@ -73,7 +81,6 @@ _ITEMS = "_items"  # per-user array of distinct items (structs with weights if w
 _BUCKET = "_bucket"  # anchor bucket of a (bucket, user item array) row, see _item_bucket
 _BUCKET_KEY = "_bucket_key"  # an item of that bucket: Spark partitions the row to the bucket
 _ANCHOR = "_anchor"
-_SOURCE = "_source_item"  # the history item a recommendation score comes from
 
 
 def _require_columns(frame: DataFrame, columns: list[str], frame_name: str) -> None:
@@ -85,16 +92,6 @@ def _require_columns(frame: DataFrame, columns: list[str], frame_name: str) -> N
 def _require_positive_int(value: object, name: str, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _top_per_group(frame: DataFrame, group_col: str, order: list[Column], n: int) -> DataFrame:
-    """Rows of ``frame`` ranked 1..n within ``group_col`` by ``order``, as an int ``rank`` column.
-
-    ``row_number() <= n`` lets Spark 3.5 apply the limit per group before the shuffle too (for
-    n up to ``spark.sql.optimizer.windowGroupLimitThreshold``, 1000 by default).
-    """
-    window = Window.partitionBy(group_col).orderBy(*order)
-    return frame.withColumn("rank", F.row_number().over(window)).where(F.col("rank") <= n)
 
 
 class ItemSimilarity:
@@ -550,7 +547,9 @@ class ItemSimilarityModel:
         With ``exclude_seen`` (default) items in the user's history are never recommended.
         Ranking: score descending, ties by item id ascending. ``because_item`` is the history item
         with the largest contribution ``sim(i, j) * w_ui`` (ties: smallest id), for "because you
-        liked ...". Users with no candidate get no rows.
+        liked ...". Users with no candidate get no rows. A null weight counts 0. Scored by
+        :mod:`recspark.recommenders.sparse_topk`: ``similarities`` is collected to the driver and
+        broadcast (``items x top_n x 12`` bytes).
         """
         _require_positive_int(k, "k")
         columns = [self.user_col, self.item_col] + ([weight_col] if weight_col else [])
@@ -558,39 +557,18 @@ class ItemSimilarityModel:
         user, item = F.col(self.user_col), F.col(self.item_col)
         present = interactions.where(user.isNotNull() & item.isNotNull())
         weight = F.sum(F.col(weight_col).cast("double")) if weight_col else F.lit(1.0)
-        history = present.groupBy(self.user_col, self.item_col).agg(weight.alias("_w"))
-        neighbours = self.similarities.select(
-            F.col(self.item_col).alias(_SOURCE),
-            F.col(NEIGHBOR_COL).alias(self.item_col),
-            F.col("score").cast("double").alias("_sim"),
+        history = present.groupBy(self.user_col, self.item_col).agg(F.coalesce(weight, F.lit(0.0)).alias("_w"))
+        entries = F.collect_list(F.struct(item.cast("long").alias("key"), F.col("_w").alias("weight"))).alias("_h")
+        queries = history.groupBy(self.user_col).agg(entries).select(
+            user.cast("long").alias(QUERY_COL), F.col("_h.key").alias(KEYS_COL), F.col("_h.weight").alias(WEIGHTS_COL),
+            (F.col("_h.key") if exclude_seen else F.lit(None).cast("array<long>")).alias(EXCLUDE_COL),
         )
-        contributions = history.select(
-            self.user_col, F.col(self.item_col).alias(_SOURCE), "_w"
-        ).join(neighbours, on=_SOURCE)
-        contribution = F.col("_sim") * F.col("_w")
-        candidates = contributions.groupBy(self.user_col, self.item_col).agg(
-            F.sum(contribution).alias("_sum"),
-            F.sum(F.abs("_sim")).alias("_abs_sim"),
-            F.min(F.struct((-contribution).alias("_neg"), F.col(_SOURCE).alias("_src")))
-            .alias("_top"),
+        rows = collect_sparse_rows(self.similarities, self.item_col, NEIGHBOR_COL, "score")
+        types = interactions.schema[self.user_col].dataType, self.similarities.schema[NEIGHBOR_COL].dataType
+        return top_n_weighted_sums(queries, rows, k, normalize).select(
+            F.col(QUERY_COL).cast(types[0]).alias(self.user_col), F.col("item").cast(types[1]).alias(self.item_col),
+            "score", "rank", F.col("because").cast(self.similarities.schema[self.item_col].dataType).alias("because_item"),
         )
-        if exclude_seen:
-            candidates = candidates.join(
-                history.select(self.user_col, self.item_col),
-                on=[self.user_col, self.item_col],
-                how="left_anti",
-            )
-        score = F.col("_sum")
-        if normalize:
-            score = F.when(F.col("_abs_sim") > 0, score / F.col("_abs_sim")).otherwise(F.lit(0.0))
-        scored = candidates.select(
-            self.user_col,
-            self.item_col,
-            score.alias("score"),
-            F.col("_top._src").alias("because_item"),
-        )
-        top = _top_per_group(scored, self.user_col, [F.desc("score"), F.asc(self.item_col)], k)
-        return top.select(self.user_col, self.item_col, "score", "rank", "because_item")
 
 
 def factor_similarity(

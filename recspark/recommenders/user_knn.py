@@ -24,6 +24,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recspark.recommenders.item_similarity import NEIGHBOR_COL, ItemSimilarity
+from recspark.recommenders.sparse_topk import (
+    EXCLUDE_COL,
+    KEYS_COL,
+    QUERY_COL,
+    WEIGHTS_COL,
+    collect_sparse_rows,
+    top_n_weighted_sums,
+)
 
 USER_COL, ITEM_COL = "user_idx", "item_idx"
 NEIGHBOR_USER_COL = "neighbor_user_idx"
@@ -134,39 +142,26 @@ class UserKnnModel:
         j. ``seen`` (``user_idx``, ``item_idx``), optional: items excluded per user (typically
         the training interactions). Output: (``user_idx``, ``item_idx``, ``score`` double,
         ``rank`` int 1..n, :data:`BECAUSE_COL`: the most similar neighbour holding the item,
-        ties to the smallest id), ranked by score descending, ties by item id.
+        ties to the smallest id), ranked by score descending, ties by item id. Scored by
+        :mod:`recspark.recommenders.sparse_topk`: the fitted interactions are collected to the
+        driver and broadcast (``pairs x 12`` bytes).
         """
         _require_int(n, "n", 1)
         _require_columns(users, [USER_COL], "users")
         neighbours = self.neighbours.join(users.select(USER_COL).distinct(), USER_COL, "left_semi")
-        neighbour_items = self.interactions.select(
-            F.col(USER_COL).alias(NEIGHBOR_USER_COL), ITEM_COL
-        )
-        similarity = F.col("score").cast("double")
-        candidates = (
-            neighbours.select(USER_COL, NEIGHBOR_USER_COL, similarity.alias("_sim"))
-            .join(neighbour_items, NEIGHBOR_USER_COL)
-            .groupBy(USER_COL, ITEM_COL)
-            .agg(
-                F.sum("_sim").alias("score"),
-                F.min(F.struct((-F.col("_sim")).alias("_neg"), F.col(NEIGHBOR_USER_COL).alias("_v")))
-                .alias("_top"),
-            )
-        )
+        entries = F.struct(F.col(NEIGHBOR_USER_COL).cast("long").alias("key"),
+                           F.col("score").cast("double").alias("weight"))
+        queries = neighbours.groupBy(USER_COL).agg(F.collect_list(entries).alias("_n"))
         if seen is not None:
             _require_columns(seen, [USER_COL, ITEM_COL], "seen")
-            candidates = candidates.join(
-                seen.select(USER_COL, ITEM_COL), [USER_COL, ITEM_COL], "left_anti"
-            )
-        by_score = Window.partitionBy(USER_COL).orderBy(F.desc("score"), F.asc(ITEM_COL))
-        return (
-            candidates.withColumn("rank", F.row_number().over(by_score))
-            .where(F.col("rank") <= n)
-            .select(
-                F.col(USER_COL).cast(T.IntegerType()).alias(USER_COL),
-                F.col(ITEM_COL).cast(T.IntegerType()).alias(ITEM_COL),
-                "score",
-                "rank",
-                F.col("_top._v").cast(T.IntegerType()).alias(BECAUSE_COL),
-            )
+            excluded = seen.groupBy(USER_COL).agg(F.collect_list(F.col(ITEM_COL).cast("long")).alias(EXCLUDE_COL))
+            queries = queries.join(excluded, USER_COL, "left")
+        else:
+            queries = queries.withColumn(EXCLUDE_COL, F.lit(None).cast("array<long>"))
+        queries = queries.select(F.col(USER_COL).cast("long").alias(QUERY_COL), F.col("_n.key").alias(KEYS_COL),
+                                 F.col("_n.weight").alias(WEIGHTS_COL), EXCLUDE_COL)
+        histories = collect_sparse_rows(self.interactions, USER_COL, ITEM_COL)
+        return top_n_weighted_sums(queries, histories, n).select(
+            F.col(QUERY_COL).cast(T.IntegerType()).alias(USER_COL), F.col("item").cast(T.IntegerType()).alias(ITEM_COL),
+            "score", "rank", F.col("because").cast(T.IntegerType()).alias(BECAUSE_COL),
         )
