@@ -38,6 +38,15 @@ def pick_share(ids: DataFrame, id_col: str, ratio: float, seed: int) -> DataFram
     return ids.select(id_col).distinct().where(bucket < F.lit(int(round(ratio * _HASH_BUCKETS))))
 
 
+def sample_users(frame: DataFrame, max_users: int | None, seed: int) -> DataFrame:
+    """The distinct ``user_idx`` of ``frame``, at most ``max_users`` of them (those with the
+    smallest seeded xxhash64, ties by id; None: all), materialised."""
+    users = frame.select("user_idx").distinct()
+    if max_users is not None:
+        users = users.orderBy(F.xxhash64(F.col("user_idx"), F.lit(seed + 1)), "user_idx").limit(max_users)
+    return users.localCheckpoint()
+
+
 def cold_item_cohort(history: DataFrame, test: DataFrame, cold_items: DataFrame) -> tuple[DataFrame, DataFrame]:
     """(history without the cold items, truth = every (user_idx, item_idx) pair on a cold item)."""
     warm_history = history.join(cold_items.select("item_idx"), "item_idx", "left_anti")
@@ -85,12 +94,14 @@ def cold_start_results(
     half_life_days: float | None,
     center_embeddings: bool = True,
     item_vectors: DataFrame | None = None,
+    max_users: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of content and popularity on the cold cohorts (see the module docstring).
 
     Inputs: ``history`` and ``test`` (user_idx, item_idx, event_ts), ``embeddings`` (item_idx,
     embedding); ``item_vectors`` (item_idx, features) for diversity. A ratio of 0 skips its
-    cohort; a cohort without relevant pairs is skipped too.
+    cohort; a cohort without relevant pairs is skipped too. ``max_users``: each cohort is
+    scored on at most this many of its users (:func:`sample_users`; None: all).
     """
     results: dict[str, dict[str, float]] = {}
     content = ContentRecommender(k, popularity_shrinkage, half_life_days, center_embeddings)
@@ -108,11 +119,12 @@ def cold_start_results(
     if cold_item_ratio > 0:
         cold_items = pick_share(embeddings, "item_idx", cold_item_ratio, seed)
         warm_history, truth = (frame.localCheckpoint() for frame in cold_item_cohort(history, test, cold_items))
-        users = truth.select("user_idx").distinct()
+        users = sample_users(truth, max_users, seed)
+        truth = truth.join(users, "user_idx", "left_semi")
         if users.limit(1).count():
             cohort("cold_items", warm_history, users, truth)
     if cold_user_ratio > 0:
-        cold_users = pick_share(history, "user_idx", cold_user_ratio, seed).localCheckpoint()
+        cold_users = sample_users(pick_share(history, "user_idx", cold_user_ratio, seed), max_users, seed)
         reduced = near_empty_history(history, cold_users, cold_user_history).localCheckpoint()
         truth = test.join(cold_users, "user_idx").select("user_idx", "item_idx").localCheckpoint()
         if truth.limit(1).count():

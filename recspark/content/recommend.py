@@ -51,6 +51,11 @@ class ContentSettings:
     cold_user_ratio: float = 0.1  # share of users reduced to a near-empty history (0: skip)
     cold_user_history: int = 2  # history items a cold user keeps (their earliest)
     cold_seed: int = 42
+    # Users each cohort is scored on at most (a seeded sample; null: all). The cohorts are a
+    # diagnostic: 2,000 users put a standard error of ~0.005 on their NDCG@10, and capping them
+    # keeps the cost linear in the catalogue instead of users x items (at 1M synthetic
+    # interactions the uncapped cohorts took 40 % of the evaluate stage).
+    cold_max_users: int | None = 2000
 
     def __post_init__(self) -> None:
         if self.profile_half_life_days is not None and not self.profile_half_life_days > 0:
@@ -62,6 +67,10 @@ class ContentSettings:
                 raise ValueError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if self.cold_user_history < 0:
             raise ValueError(f"cold_user_history: must be >= 0, got {self.cold_user_history}")
+        if self.cold_max_users is not None and (
+                isinstance(self.cold_max_users, bool) or not isinstance(self.cold_max_users, int)
+                or self.cold_max_users < 1):
+            raise ValueError(f"cold_max_users: must be a positive integer or null, got {self.cold_max_users!r}")
 
 
 def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: float | None) -> DataFrame:

@@ -10,7 +10,13 @@ from pyspark.sql import functions as F
 
 from recspark.publish import PublishSettings
 from recspark.content import ContentRecommender, item_texts, items_to_embed, user_profiles
-from recspark.content.cold_start import cold_item_cohort, cold_start_results, near_empty_history, pick_share
+from recspark.content.cold_start import (
+    cold_item_cohort,
+    cold_start_results,
+    near_empty_history,
+    pick_share,
+    sample_users,
+)
 from recspark.content.embeddings import load_sentence_model
 from recspark.content.recommend import centered_embeddings
 from recspark.publish import final_recommendations
@@ -145,6 +151,15 @@ def test_pick_share_is_deterministic_and_close_to_the_ratio(spark):
         pick_share(ids, "item_idx", 1.5, seed=3)
 
 
+def test_cohort_users_are_capped_by_a_seeded_sample(spark):
+    pairs = spark.range(300).select((F.col("id") % 100).cast("int").alias("user_idx"))
+    every = sample_users(pairs, None, seed=1)
+    assert every.count() == 100
+    some = sorted(r.user_idx for r in sample_users(pairs, 30, seed=1).collect())
+    assert len(some) == 30 and some == sorted(r.user_idx for r in sample_users(pairs, 30, seed=1).collect())
+    assert some != sorted(r.user_idx for r in sample_users(pairs, 30, seed=2).collect())
+
+
 def test_cold_cohorts_remove_items_and_truncate_histories(spark):
     history = spark.createDataFrame(
         [(0, 1, T0), (0, 2, T0 + dt.timedelta(days=1)), (0, 3, T0 + dt.timedelta(days=2)), (1, 1, T0)], HISTORY
@@ -185,6 +200,12 @@ def test_content_beats_popularity_on_cold_cohorts(spark):
     assert results["cold_items/popularity"]["ndcg@k"] == 0.0  # popularity never reaches a new item
     assert results["cold_items/content"]["ndcg@k"] > 0.2
     assert results["cold_users/content"]["ndcg@k"] > results["cold_users/popularity"]["ndcg@k"]
+    capped = cold_start_results(
+        history, test, embeddings, k=5, n_items=40, cold_item_ratio=0.3, cold_user_ratio=0.4,
+        cold_user_history=2, seed=1, popularity_shrinkage=0.0, half_life_days=None, max_users=3,
+    )
+    assert {label: values["user_coverage"] > 0 for label, values in capped.items()} == dict.fromkeys(results, True)
+    assert all(capped[label]["n_users"] <= 3 < results[label]["n_users"] for label in results)
 
 
 def test_centered_embeddings_subtract_the_mean_and_renormalise(spark):
