@@ -25,9 +25,12 @@ blocked top-K scorer (:func:`recspark.recommenders.topk.top_k_by_dot_product`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -79,7 +82,10 @@ def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: flo
     Inputs: ``history`` (user_idx, item_idx, event_ts timestamp; one row per interaction),
     ``embeddings`` (item_idx, embedding). ``n_items`` counts the user's distinct history items;
     the profile averages those with an embedding (a user with none gets no row).
-    ``half_life_days`` None: a plain mean.
+    ``half_life_days`` None: a plain mean. The embeddings are collected to the driver and
+    broadcast (items x dimension x 4 bytes: 154 MB for 100k items of 384 dimensions); each task
+    averages a batch of users' histories with one sparse (users x items) x dense product, instead
+    of shipping an embedding per history pair through a shuffle.
     """
     _require(history, ["user_idx", "item_idx", "event_ts"], "history")
     _require(embeddings, ["item_idx", "embedding"], "embeddings")
@@ -91,25 +97,40 @@ def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: flo
         F.max(F.col("event_ts").cast("double")).over(latest) - F.col("event_ts").cast("double")
     ) / SECONDS_PER_DAY
     weight = F.lit(1.0) if half_life_days is None else F.pow(F.lit(0.5), age_days / F.lit(half_life_days))
-    weighted = (
-        pairs.withColumn("weight", weight)
-        .withColumn("n_items", F.count(F.lit(1)).over(latest))
-        .join(embeddings.select("item_idx", "embedding"), "item_idx")
-        .select(F.col("user_idx").cast("int"), "embedding", F.col("weight").cast("double"), F.col("n_items").cast("int"))
-    )
+    entries = F.struct(F.col("item_idx").cast("long").alias("item"), weight.cast("double").alias("weight"))
+    histories = pairs.select("user_idx", entries.alias("_e")).groupBy("user_idx").agg(
+        F.collect_list("_e").alias("_h"), F.count(F.lit(1)).cast("int").alias("n_items"))
+    vectors = embeddings.select(F.col("item_idx").cast("long").alias("item_idx"), "embedding").toPandas()
+    order = np.argsort(vectors["item_idx"].to_numpy(), kind="stable")
+    item_ids = vectors["item_idx"].to_numpy()[order]
+    matrix = np.stack(vectors["embedding"].to_numpy()[order]).astype(np.float32) if len(order) else np.zeros((0, 0))
+    shared = history.sparkSession.sparkContext.broadcast((item_ids, matrix))
 
-    def mean_profile(frame: pd.DataFrame) -> pd.DataFrame:
-        vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float64)
-        profile = np.average(vectors, axis=0, weights=frame["weight"].to_numpy())
-        norm = np.linalg.norm(profile)
-        profile = profile / norm if norm > 0 else profile
-        return pd.DataFrame({
-            "user_idx": [int(frame["user_idx"].iat[0])],
-            "profile": [profile.astype(np.float32)],
-            "n_items": [int(frame["n_items"].iat[0])],
-        })
+    def mean_profiles(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        ids, table = shared.value
+        for batch in batches:
+            lists = batch.column("_h")
+            parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+            flat = lists.flatten()
+            items = flat.field("item").to_numpy(zero_copy_only=False)
+            weights = flat.field("weight").to_numpy(zero_copy_only=False)
+            at = np.minimum(np.searchsorted(ids, items), max(ids.size - 1, 0))
+            known = ids[at] == items if ids.size else np.zeros(items.size, dtype=bool)
+            rows = sp.csr_matrix((weights[known], (parents[known], at[known])), shape=(batch.num_rows, ids.size))
+            totals = np.asarray(rows.sum(axis=1)).ravel()
+            kept = np.flatnonzero(np.bincount(parents[known], minlength=batch.num_rows) > 0)
+            profiles = (rows[kept] @ table) / totals[kept, None]
+            norms = np.linalg.norm(profiles, axis=1, keepdims=True)
+            profiles = np.where(norms > 0, profiles / np.where(norms > 0, norms, 1.0), profiles).astype(np.float32)
+            offsets = np.arange(kept.size + 1, dtype=np.int32) * profiles.shape[1]
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("user_idx").take(pa.array(kept)).cast(pa.int32()),
+                 pa.ListArray.from_arrays(pa.array(offsets), pa.array(profiles.ravel())),
+                 batch.column("n_items").take(pa.array(kept))],
+                names=["user_idx", "profile", "n_items"],
+            )
 
-    return weighted.groupBy("user_idx").applyInPandas(mean_profile, _PROFILE_SCHEMA)
+    return histories.mapInArrow(mean_profiles, _PROFILE_SCHEMA)
 
 
 def centered_embeddings(embeddings: DataFrame) -> DataFrame:
