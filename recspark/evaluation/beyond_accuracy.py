@@ -348,23 +348,23 @@ def serendipity_by(
     )
     units = F.broadcast(_unit_vectors(item_vectors, item_col, vector_col))
     history_sizes = history.groupBy(user_col).agg(F.count(F.lit(1)).cast("double").alias("_n_history"))
-    profile = (
-        history.join(units, item_col, "inner")
-        .select(user_col, F.posexplode("_unit").alias("_dim", "_x"))
-        .groupBy(user_col, "_dim")
-        .agg(F.sum("_x").alias("_profile"))
-    )
+    # The sum of similarities of an item to the user's history is its dot product with the sum
+    # of the history's unit vectors (the user's profile): one array per user, no row per dimension.
+    profiles = history.join(units, item_col, "inner").groupBy(user_col).agg(
+        F.collect_list("_unit").alias("_units")
+    ).select(user_col, F.aggregate(
+        F.slice("_units", 2, 1 << 30), F.col("_units")[0], lambda total, x: F.zip_with(total, x, lambda a, b: a + b)
+    ).alias("_profile"))
     listed = recommendations.select(*group_cols, user_col, item_col, RELEVANCE).join(
         history_sizes, user_col, "inner"
     )
+    dot = F.aggregate(F.zip_with("_unit", "_profile", lambda a, b: a * b), F.lit(0.0), lambda total, x: total + x)
     similarity_sums = (
         listed.select(*group_cols, user_col, item_col)
         .distinct()
         .join(units, item_col, "inner")
-        .select(*group_cols, user_col, item_col, F.posexplode("_unit").alias("_dim", "_x"))
-        .join(profile, [user_col, "_dim"], "inner")
-        .groupBy(*group_cols, user_col, item_col)
-        .agg(F.sum(F.col("_x") * F.col("_profile")).alias("_similarity_sum"))
+        .join(profiles, user_col, "inner")
+        .select(*group_cols, user_col, item_col, dot.alias("_similarity_sum"))
     )
     mean_similarity = F.coalesce(F.col("_similarity_sum"), F.lit(0.0)) / F.col("_n_history")
     per_user = (
