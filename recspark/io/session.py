@@ -15,12 +15,27 @@ import sys
 from dataclasses import dataclass, field
 
 from py4j.java_gateway import java_import
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from recspark.io.jvm_agent import closure_cleaner_agent
 from recspark.io.py4j_names import remember_name_lookups
 
 LOG_LEVELS = ("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN")
+
+# Numbers one task of a frame made from driver-side rows carries (~700 KiB pickled): Spark warns
+# "a task of very large size" above 1,000 KiB, which one createDataFrame of 20,000 users' ALS
+# factors already passed.
+MAX_VALUES_PER_TASK = 80_000
+
+
+def frame_from_rows(spark: SparkSession, rows: list[tuple], schema: StructType | str,
+                    values_per_row: int = 1) -> DataFrame:
+    """A DataFrame of driver-side ``rows`` (tuples matching ``schema``; ``values_per_row``
+    numbers each, array elements included) in as many partitions as keep every task within
+    :data:`MAX_VALUES_PER_TASK` numbers."""
+    slices = max(1, -(-len(rows) * values_per_row // MAX_VALUES_PER_TASK))
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, slices), schema)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
 
+from recspark.io.session import frame_from_rows
 from recspark.recommenders.als import ALSRecommender, ALSRecommenderModel
 
 log = logging.getLogger(__name__)
@@ -253,13 +254,11 @@ def fit_implicit(
 
 def _factor_frame(spark: SparkSession, ids: np.ndarray, factors: np.ndarray) -> DataFrame:
     """(id int, features array<float>), MLlib's factor table layout."""
-    import pandas as pd
-
-    frame = pd.DataFrame({"id": ids.astype(np.int32), "features": list(factors.astype(np.float32))})
     schema = StructType(
         [StructField("id", IntegerType(), nullable=False), StructField("features", ArrayType(FloatType(), containsNull=False))]
     )
-    return spark.createDataFrame(frame, schema)
+    rows = list(zip(ids.astype(np.int32).tolist(), factors.astype(np.float32).tolist()))
+    return frame_from_rows(spark, rows, schema, 1 + factors.shape[1])
 
 
 def _mllib_model(

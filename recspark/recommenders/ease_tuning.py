@@ -8,7 +8,8 @@ without a list counting 0. The trials score on the driver, not in Spark: the val
 histories are collected once as a dense float32 matrix and multiplied by ``B`` in blocks of
 :data:`SCORE_BLOCK_USERS` users (the lists equal :meth:`EaseModel.recommend`'s; broadcasting
 ``B``, ``n_items^2 x 4`` bytes, for every trial cost about a minute per point on MovieLens); the
-lists go back to Spark in slices of :data:`LIST_ROWS_PER_SLICE` rows for the metric code.
+lists go back to Spark for the metric code through
+:func:`recspark.io.session.frame_from_rows` (tasks within Spark's recommended size).
 :func:`search_ease_on_split` carves the validation rows from an ``interactions_split`` frame
 (never its test rows).
 :func:`tuned_params_json` / :func:`settings_with_tuned` write and apply the ``ease`` row.
@@ -28,6 +29,7 @@ from pyspark.sql import functions as F
 
 from recspark.evaluation import ranking_metrics
 from recspark.featurize.splits import tuning_frames
+from recspark.io.session import frame_from_rows
 from recspark.recommenders.ease import EaseSettings, ease_weights, gram_matrix, torch_device
 from recspark.recommenders.topk import top_k_of_score_block
 
@@ -36,9 +38,6 @@ log = logging.getLogger(__name__)
 EASE_ALGORITHM = "ease"  # the algorithm key of EASE rows in the tuned params
 SEARCHED = ("reg_lambda", "popularity_exponent")
 SCORE_BLOCK_USERS = 1024  # validation users per dense score block (block x n_items float32)
-# Rows of a trial's lists per Spark partition when they go from the driver to the metric code: a
-# few hundred KiB per task, under Spark's "task of very large size" warning (1,000 KiB) at any size.
-LIST_ROWS_PER_SLICE = 20_000
 
 
 @dataclass
@@ -74,9 +73,7 @@ def search_ease(fit_rows: DataFrame, validation: DataFrame, settings: EaseSettin
         point = dataclasses.replace(settings, **params)
         weights = ease_weights(gram.copy(), point.reg_lambda, device, point.popularity_exponent)
         rows = _top_k_lists(users, history, weights, item_ids, k)
-        slices = max(1, -(-len(rows) // LIST_ROWS_PER_SLICE))
-        lists = spark.createDataFrame(spark.sparkContext.parallelize(rows, slices),
-                                      "user_idx int, item_idx int, rank int")
+        lists = frame_from_rows(spark, rows, "user_idx int, item_idx int, rank int", 3)
         metrics = ranking_metrics(lists, truth, k, "user_idx", "item_idx")
         ndcg = metrics["ndcg@k"] * metrics["user_coverage"]
         trials.append(EaseTrial(params, float(ndcg), time.perf_counter() - began))

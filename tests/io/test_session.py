@@ -15,9 +15,11 @@ from recspark.io.session import (
     DEFAULT_CONF,
     DRIVER_JAVA_OPTIONS,
     LOCAL_DEFAULT_CONF,
+    MAX_VALUES_PER_TASK,
     REQUIRED_CONF,
     SparkSettings,
     build_spark_session,
+    frame_from_rows,
     with_closure_cleaner_agent,
 )
 from tiny_spark import session_conf
@@ -129,3 +131,11 @@ def test_a_zip_directory_is_read_again_only_when_the_archive_changed(tmp_path, m
     assert importer.find_spec("second") is None  # still the old directory
     python_daemon._invalidate_if_changed(importer)
     assert len(reads) == 2 and importer.find_spec("second") is not None
+
+
+def test_frames_from_driver_rows_keep_every_task_within_the_value_budget(spark):
+    rows = [(i, [float(i)] * 15) for i in range(12_000)]  # 16 numbers a row: 192,000 numbers
+    frame = frame_from_rows(spark, rows, "id int, features array<float>", values_per_row=16)
+    assert frame.rdd.getNumPartitions() == -(-192_000 // MAX_VALUES_PER_TASK) == 3
+    assert frame.count() == 12_000 and frame.where("id = 11999").first()["features"][0] == 11999.0
+    assert frame_from_rows(spark, [(1,)], "id int").rdd.getNumPartitions() == 1
