@@ -29,11 +29,11 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import scipy.sparse as sp
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from recspark.recommenders.sparse_topk import known_positions, list_elements
 from recspark.recommenders.topk import top_k_by_dot_product
 
 SECONDS_PER_DAY = 86_400.0
@@ -109,19 +109,16 @@ def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: flo
     def mean_profiles(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         ids, table = shared.value
         for batch in batches:
-            lists = batch.column("_h")
-            parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-            flat = lists.flatten()
+            parents, flat = list_elements(batch.column("_h"))
             items = flat.field("item").to_numpy(zero_copy_only=False)
             weights = flat.field("weight").to_numpy(zero_copy_only=False)
-            at = np.minimum(np.searchsorted(ids, items), max(ids.size - 1, 0))
-            known = ids[at] == items if ids.size else np.zeros(items.size, dtype=bool)
-            rows = sp.csr_matrix((weights[known], (parents[known], at[known])), shape=(batch.num_rows, ids.size))
+            known, positions = known_positions(items, ids)
+            rows = sp.csr_matrix((weights[known], (parents[known], positions)), shape=(batch.num_rows, ids.size))
             totals = np.asarray(rows.sum(axis=1)).ravel()
             kept = np.flatnonzero(np.bincount(parents[known], minlength=batch.num_rows) > 0)
             profiles = (rows[kept] @ table) / totals[kept, None]
             norms = np.linalg.norm(profiles, axis=1, keepdims=True)
-            profiles = np.where(norms > 0, profiles / np.where(norms > 0, norms, 1.0), profiles).astype(np.float32)
+            profiles = (profiles / np.where(norms > 0, norms, 1.0)).astype(np.float32)
             offsets = np.arange(kept.size + 1, dtype=np.int32) * profiles.shape[1]
             yield pa.RecordBatch.from_arrays(
                 [batch.column("user_idx").take(pa.array(kept)).cast(pa.int32()),

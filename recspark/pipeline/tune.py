@@ -71,8 +71,9 @@ def run_tune(ctx: StageContext) -> TuneResult:
     tables, tracker, ac, k = ctx.tables, ctx.tracker, ctx.config.als, ctx.config.evaluation.k
     ctx.spark.sparkContext.setCheckpointDir(ctx.config.checkpoint_dir())
     split = tables.read(INTERACTIONS_SPLIT)
-    protocol, _ = split_protocol(tables.latest_metadata(INTERACTIONS_SPLIT))
-    split_seed, stratify_by = split_carve(tables.latest_metadata(INTERACTIONS_SPLIT))
+    split_metadata = tables.latest_metadata(INTERACTIONS_SPLIT)
+    protocol, _ = split_protocol(split_metadata)
+    split_seed, stratify_by = split_carve(split_metadata)
     probe = als_estimator(ac).copy(rank=max(ac.grid.rank), implicit_prefs=True)
     engine, reason = pick_engine(probe, split.where(F.col("split") != "test"), ac.engine_settings())
     log.info("tune: ALS engine %s (%s)", engine, reason)

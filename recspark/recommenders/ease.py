@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recspark.recommenders.item_similarity import NEIGHBOR_COL, ItemSimilarityModel
+from recspark.recommenders.sparse_topk import known_positions, list_elements
 from recspark.recommenders.topk import top_k_of_score_block
 
 USER_COL, ITEM_COL = "user_idx", "item_idx"
@@ -287,9 +287,8 @@ def _gram_matrix(user_items: DataFrame, item_ids: np.ndarray) -> np.ndarray:
 
 def _flat_positions(lists: pa.ListArray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(position in ``item_ids`` of every list element, index of its list)."""
-    values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    return np.searchsorted(item_ids, values), parents
+    parents, values = list_elements(lists)
+    return np.searchsorted(item_ids, values.to_numpy(zero_copy_only=False).astype(np.int64)), parents
 
 
 def _gram_rows(
@@ -418,12 +417,9 @@ def _score_block(
     block: pa.RecordBatch, item_ids: np.ndarray, weights: np.ndarray, n: int
 ) -> pa.RecordBatch | None:
     """Top ``n`` unseen items of a block of (user, seen items) rows, with their because-item."""
-    seen = block.column(_SEEN)
-    seen_ids = seen.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    parents = pc.list_parent_indices(seen).to_numpy(zero_copy_only=False).astype(np.int64)
-    positions = np.minimum(np.searchsorted(item_ids, seen_ids), item_ids.size - 1)
-    known = item_ids[positions] == seen_ids
-    positions, parents = positions[known], parents[known]
+    parents, seen_ids = list_elements(block.column(_SEEN))
+    known, positions = known_positions(seen_ids.to_numpy(zero_copy_only=False).astype(np.int64), item_ids)
+    parents = parents[known]
     users = np.unique(parents)
     if users.size == 0:
         return None

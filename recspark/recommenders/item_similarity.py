@@ -44,9 +44,9 @@ from recspark.recommenders.sparse_topk import (
     EXCLUDE_COL,
     KEYS_COL,
     QUERY_COL,
-    WEIGHTS_COL,
     collect_sparse_rows,
     top_n_weighted_sums,
+    weighted_queries,
 )
 from recspark.recommenders.topk import DEFAULT_BLOCK_SIZE, top_k_similar_items
 
@@ -558,16 +558,14 @@ class ItemSimilarityModel:
         present = interactions.where(user.isNotNull() & item.isNotNull())
         weight = F.sum(F.col(weight_col).cast("double")) if weight_col else F.lit(1.0)
         history = present.groupBy(self.user_col, self.item_col).agg(F.coalesce(weight, F.lit(0.0)).alias("_w"))
-        entries = F.collect_list(F.struct(item.cast("long").alias("key"), F.col("_w").alias("weight"))).alias("_h")
-        queries = history.groupBy(self.user_col).agg(entries).select(
-            user.cast("long").alias(QUERY_COL), F.col("_h.key").alias(KEYS_COL), F.col("_h.weight").alias(WEIGHTS_COL),
-            (F.col("_h.key") if exclude_seen else F.lit(None).cast("array<long>")).alias(EXCLUDE_COL),
-        )
+        queries = weighted_queries(history, self.user_col, self.item_col, "_w").withColumn(
+            EXCLUDE_COL, F.col(KEYS_COL) if exclude_seen else F.lit(None).cast("array<long>"))
         rows = collect_sparse_rows(self.similarities, self.item_col, NEIGHBOR_COL, "score")
-        types = interactions.schema[self.user_col].dataType, self.similarities.schema[NEIGHBOR_COL].dataType
+        user_type = interactions.schema[self.user_col].dataType
+        item_type, because_type = (self.similarities.schema[c].dataType for c in (NEIGHBOR_COL, self.item_col))
         return top_n_weighted_sums(queries, rows, k, normalize).select(
-            F.col(QUERY_COL).cast(types[0]).alias(self.user_col), F.col("item").cast(types[1]).alias(self.item_col),
-            "score", "rank", F.col("because").cast(self.similarities.schema[self.item_col].dataType).alias("because_item"),
+            F.col(QUERY_COL).cast(user_type).alias(self.user_col), F.col("item").cast(item_type).alias(self.item_col),
+            "score", "rank", F.col("because").cast(because_type).alias("because_item"),
         )
 
 

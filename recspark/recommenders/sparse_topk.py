@@ -82,6 +82,17 @@ def collect_sparse_rows(frame: DataFrame, key_col: str, item_col: str, value_col
     return SparseRows(key_ids, item_ids, indptr, cols[order].astype(np.int32), values)
 
 
+def weighted_queries(entries: DataFrame, query_col: str, key_col: str, weight_col: str) -> DataFrame:
+    """(:data:`QUERY_COL`, :data:`KEYS_COL`, :data:`WEIGHTS_COL`) of ``entries`` (one row per
+    (query, key) with its weight): each query's keys and weights as aligned arrays. Add
+    :data:`EXCLUDE_COL` before :func:`top_n_weighted_sums`."""
+    entry = F.struct(F.col(key_col).cast("long").alias("key"), F.col(weight_col).cast("double").alias("weight"))
+    return entries.groupBy(query_col).agg(F.collect_list(entry).alias("_e")).select(
+        F.col(query_col).cast("long").alias(QUERY_COL), F.col("_e.key").alias(KEYS_COL),
+        F.col("_e.weight").alias(WEIGHTS_COL),
+    )
+
+
 def top_n_weighted_sums(queries: DataFrame, rows: SparseRows, n: int, normalize: bool = False) -> DataFrame:
     """Top ``n`` items of each query of ``queries`` (:data:`QUERY_COL` long, :data:`KEYS_COL`
     array<long>, :data:`WEIGHTS_COL` array<double> of the same length, :data:`EXCLUDE_COL`
@@ -105,18 +116,23 @@ def top_n_weighted_sums(queries: DataFrame, rows: SparseRows, n: int, normalize:
     return queries.coalesce(spark.sparkContext.defaultParallelism).mapInArrow(score, RESULT_SCHEMA)
 
 
-def _positions(ids: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def known_positions(ids: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mask of ``ids`` present in the sorted ``known``, their positions in it)."""
     at = np.minimum(np.searchsorted(known, ids), max(known.size - 1, 0))
     found = known[at] == ids if known.size else np.zeros(ids.size, dtype=bool)
     return found, at[found]
 
 
-def _flat(batch: pa.RecordBatch, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """(query row of each element, elements) of a list column (null lists hold nothing)."""
-    lists = batch.column(column)
+def list_elements(lists: pa.ListArray) -> tuple[np.ndarray, pa.Array]:
+    """(index of the list of each element, elements) of ``lists`` (null lists hold nothing)."""
     parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    return parents, lists.flatten().to_numpy(zero_copy_only=False)
+    return parents, lists.flatten()
+
+
+def _flat(batch: pa.RecordBatch, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`list_elements` of a column of ``batch``, the elements as a numpy array."""
+    parents, elements = list_elements(batch.column(column))
+    return parents, elements.to_numpy(zero_copy_only=False)
 
 
 def score_block(batch: pa.RecordBatch, rows: SparseRows, matrix: sp.csr_matrix, pattern: sp.csr_matrix,
@@ -124,7 +140,7 @@ def score_block(batch: pa.RecordBatch, rows: SparseRows, matrix: sp.csr_matrix, 
     """The top ``n`` of one block of queries (see :func:`top_n_weighted_sums`)."""
     key_parents, keys = _flat(batch, KEYS_COL)
     _, weights = _flat(batch, WEIGHTS_COL)
-    known, key_rows = _positions(keys.astype(np.int64), rows.key_ids)
+    known, key_rows = known_positions(keys.astype(np.int64), rows.key_ids)
     key_parents, weights = key_parents[known], weights[known].astype(np.float64)
     shape = (batch.num_rows, rows.key_ids.size)
     query = sp.csr_matrix((weights, (key_parents, key_rows)), shape=shape)
@@ -139,7 +155,7 @@ def score_block(batch: pa.RecordBatch, rows: SparseRows, matrix: sp.csr_matrix, 
     scores = np.full(shape[:1] + (rows.item_ids.size,), -np.inf)
     scores[reached] = sums
     exclude_parents, excluded = _flat(batch, EXCLUDE_COL)
-    found, exclude_cols = _positions(excluded.astype(np.int64), rows.item_ids)
+    found, exclude_cols = known_positions(excluded.astype(np.int64), rows.item_ids)
     scores[exclude_parents[found], exclude_cols] = -np.inf
     top_rows, cols, values, ranks = top_k_of_score_block(scores, n)
     because = np.empty(top_rows.size, dtype=np.int64)

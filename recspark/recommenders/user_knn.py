@@ -26,11 +26,10 @@ from pyspark.sql import types as T
 from recspark.recommenders.item_similarity import NEIGHBOR_COL, ItemSimilarity
 from recspark.recommenders.sparse_topk import (
     EXCLUDE_COL,
-    KEYS_COL,
     QUERY_COL,
-    WEIGHTS_COL,
     collect_sparse_rows,
     top_n_weighted_sums,
+    weighted_queries,
 )
 
 USER_COL, ITEM_COL = "user_idx", "item_idx"
@@ -149,17 +148,14 @@ class UserKnnModel:
         _require_int(n, "n", 1)
         _require_columns(users, [USER_COL], "users")
         neighbours = self.neighbours.join(users.select(USER_COL).distinct(), USER_COL, "left_semi")
-        entries = F.struct(F.col(NEIGHBOR_USER_COL).cast("long").alias("key"),
-                           F.col("score").cast("double").alias("weight"))
-        queries = neighbours.groupBy(USER_COL).agg(F.collect_list(entries).alias("_n"))
+        queries = weighted_queries(neighbours, USER_COL, NEIGHBOR_USER_COL, "score")
         if seen is not None:
             _require_columns(seen, [USER_COL, ITEM_COL], "seen")
             excluded = seen.groupBy(USER_COL).agg(F.collect_list(F.col(ITEM_COL).cast("long")).alias(EXCLUDE_COL))
-            queries = queries.join(excluded, USER_COL, "left")
+            queries = queries.join(excluded.withColumn(QUERY_COL, F.col(USER_COL).cast("long")).drop(USER_COL),
+                                   QUERY_COL, "left")
         else:
             queries = queries.withColumn(EXCLUDE_COL, F.lit(None).cast("array<long>"))
-        queries = queries.select(F.col(USER_COL).cast("long").alias(QUERY_COL), F.col("_n.key").alias(KEYS_COL),
-                                 F.col("_n.weight").alias(WEIGHTS_COL), EXCLUDE_COL)
         histories = collect_sparse_rows(self.interactions, USER_COL, ITEM_COL)
         return top_n_weighted_sums(queries, histories, n).select(
             F.col(QUERY_COL).cast(T.IntegerType()).alias(USER_COL), F.col("item").cast(T.IntegerType()).alias(ITEM_COL),
