@@ -23,10 +23,11 @@ from recspark.io.py4j_names import remember_name_lookups
 
 LOG_LEVELS = ("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN")
 
-# Numbers one task of a frame made from driver-side rows carries (~700 KiB pickled): Spark warns
-# "a task of very large size" above 1,000 KiB, which one createDataFrame of 20,000 users' ALS
-# factors already passed.
-MAX_VALUES_PER_TASK = 80_000
+# Numbers one task of a frame made from driver-side rows carries: Spark warns "a task of very
+# large size" above 1,000 KiB, which one createDataFrame of 20,000 users' ALS factors already
+# passed. A pickled float in a row costs about 18 bytes (80,000 a task still logged 1,044 KiB),
+# so 40,000 is ~700 KiB.
+MAX_VALUES_PER_TASK = 40_000
 
 
 def frame_from_rows(spark: SparkSession, rows: list[tuple], schema: StructType | str,

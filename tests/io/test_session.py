@@ -136,6 +136,6 @@ def test_a_zip_directory_is_read_again_only_when_the_archive_changed(tmp_path, m
 def test_frames_from_driver_rows_keep_every_task_within_the_value_budget(spark):
     rows = [(i, [float(i)] * 15) for i in range(12_000)]  # 16 numbers a row: 192,000 numbers
     frame = frame_from_rows(spark, rows, "id int, features array<float>", values_per_row=16)
-    assert frame.rdd.getNumPartitions() == -(-192_000 // MAX_VALUES_PER_TASK) == 3
+    assert frame.rdd.getNumPartitions() == -(-192_000 // MAX_VALUES_PER_TASK) == 5
     assert frame.count() == 12_000 and frame.where("id = 11999").first()["features"][0] == 11999.0
     assert frame_from_rows(spark, [(1,)], "id int").rdd.getNumPartitions() == 1
