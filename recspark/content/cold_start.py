@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recspark.content.recommend import ContentRecommender
+from recspark.evaluation.sampling import sample_users
 from recspark.evaluation.suite import evaluate_recommendations_by
 from recspark.recommenders.popularity import PopularityRecommender
 
@@ -36,15 +37,6 @@ def pick_share(ids: DataFrame, id_col: str, ratio: float, seed: int) -> DataFram
         raise ValueError(f"cold-start ratio must be in [0, 1), got {ratio!r}")
     bucket = F.pmod(F.xxhash64(F.col(id_col), F.lit(seed)), F.lit(_HASH_BUCKETS))
     return ids.select(id_col).distinct().where(bucket < F.lit(int(round(ratio * _HASH_BUCKETS))))
-
-
-def sample_users(frame: DataFrame, max_users: int | None, seed: int) -> DataFrame:
-    """The distinct ``user_idx`` of ``frame``, at most ``max_users`` of them (those with the
-    smallest seeded xxhash64, ties by id; None: all), materialised."""
-    users = frame.select("user_idx").distinct()
-    if max_users is not None:
-        users = users.orderBy(F.xxhash64(F.col("user_idx"), F.lit(seed + 1)), "user_idx").limit(max_users)
-    return users.localCheckpoint()
 
 
 def cold_item_cohort(history: DataFrame, test: DataFrame, cold_items: DataFrame) -> tuple[DataFrame, DataFrame]:

@@ -29,6 +29,7 @@ from recspark.evaluation.beyond_accuracy import (
     with_relevance,
 )
 from recspark.evaluation.ranking import ranking_metrics, ranking_metrics_by
+from recspark.evaluation.sampling import sample_users
 
 
 @dataclass
@@ -38,10 +39,15 @@ class EvaluationSettings:
 
     k: int = DEFAULT_K
     dataset: str | None = None  # label in the metrics table; default: the ingest preset
+    vector_metrics_max_users: int | None = 5000  # diversity and serendipity on a seeded sample (None: all)
+    seed: int = 42
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k: must be >= 1, got {self.k}")
+        cap = self.vector_metrics_max_users
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"vector_metrics_max_users: must be a positive integer or null, got {cap!r}")
 
 
 def evaluate_recommendations(
@@ -110,13 +116,21 @@ def evaluate_recommendations_by(
     user_col: str = "user_idx",
     item_col: str = "item_idx",
     rank_col: str = "rank",
+    vector_metrics_max_users: int | None = None,
+    seed: int = 0,
 ) -> dict[Any, dict[str, float]]:
     """:func:`evaluate_recommendations` of every ``group_col`` value of ``recommendations`` (e.g.
     each source of the candidates table) against the same ``truth``: group value -> the same
     metrics. At most five Spark jobs for all groups and metrics: the ranking metrics, the
     popularity and coverage metrics stacked into one frame, and one per item-vector metric (on
     tiny inputs a job costs far more than its rows; one job per metric family made a 10-row
-    evaluation take seconds)."""
+    evaluation take seconds).
+
+    ``vector_metrics_max_users``: the item-vector metrics (diversity, serendipity), means over
+    users whose cost grows with users x list length x history, are computed on at most this many
+    users (:func:`recspark.evaluation.sampling.sample_users` with ``seed``, the same users for
+    every group; None: all). Ranking, coverage, novelty and popularity always use every user:
+    coverage is a property of all lists together."""
     require_columns(recommendations, [group_col, user_col, item_col, rank_col], "recommendations")
     require_same_types(recommendations, train_interactions, [item_col], "recommendations", "train_interactions")
     if item_vectors is not None:
@@ -138,12 +152,17 @@ def evaluate_recommendations_by(
             "avg_popularity": average_recommendation_popularity_by(top_k, groups, popularity, item_col),
         }]
         if item_vectors is not None:
-            jobs.append({"diversity": intra_list_diversity_by(top_k, groups, item_vectors, vector_col, user_col,
+            listed, histories = top_k, train_interactions
+            if vector_metrics_max_users is not None:
+                users = F.broadcast(sample_users(top_k, vector_metrics_max_users, seed, user_col))
+                listed = top_k.join(users, user_col, "left_semi")
+                histories = train_interactions.join(users, user_col, "left_semi")
+            jobs.append({"diversity": intra_list_diversity_by(listed, groups, item_vectors, vector_col, user_col,
                                                               item_col)})
             for name, truth_or_none in (("serendipity", None), ("serendipity_relevant", truth)):
-                rated = with_relevance(top_k, user_col, item_col, truth=truth_or_none)
+                rated = with_relevance(listed, user_col, item_col, truth=truth_or_none)
                 jobs.append({name: serendipity_by(
-                    rated, groups, train_interactions, item_vectors, vector_col, user_col, item_col
+                    rated, groups, histories, item_vectors, vector_col, user_col, item_col
                 )})
         rows = [row for job in jobs for row in _stacked(job, group_col).collect()]
         values = {(row[_METRIC], row[group_col]): row[VALUE] for row in rows}

@@ -4,7 +4,9 @@ Every candidate source is cut at ``evaluation.k`` and scored against the test pa
 ``interactions_split`` (every test pair relevant; seen = the non-test pairs, already excluded
 by the candidates stage): ranking metrics, coverage, novelty, serendipity, popularity bias and
 genre diversity (cosine distance of ``item_features.genre_multi_hot``), all sources in one Spark
-job per metric family (:func:`recspark.evaluation.suite.evaluate_recommendations_by`). When the
+job per metric family (:func:`recspark.evaluation.suite.evaluate_recommendations_by`); diversity
+and serendipity on a seeded sample of ``evaluation.vector_metrics_max_users`` users (5,000 by
+default, the same users for every source; every user of MovieLens latest-small). When the
 ALS model is explicit (``item_factors`` commit metadata) its RMSE/MAE on rated test pairs is
 added. Efficiency rows (``model = "stage:<step>"``, metrics ``wall_time_s`` and ``peak_rss_mib``)
 come from the latest ``stage_runs`` row of each step of this run date. The protocol label is the
@@ -94,7 +96,10 @@ def run_evaluate(ctx: StageContext) -> EvaluationSummary:
     )
     sources = sorted(r["source"] for r in candidates.select("source").distinct().collect())
     with ctx.measure("evaluate.sources"):
-        by_source = evaluate_recommendations_by(candidates, "source", truth, history, k, n_items, genres)
+        by_source = evaluate_recommendations_by(
+            candidates, "source", truth, history, k, n_items, genres,
+            vector_metrics_max_users=config.evaluation.vector_metrics_max_users, seed=config.evaluation.seed,
+        )
     rows = [
         row for source in sources for row in metrics_rows(by_source[source], source, k, protocol, dataset, ctx.run_id)
     ]

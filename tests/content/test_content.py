@@ -15,7 +15,6 @@ from recspark.content.cold_start import (
     cold_start_results,
     near_empty_history,
     pick_share,
-    sample_users,
 )
 from recspark.content.embeddings import load_sentence_model
 from recspark.content.recommend import centered_embeddings
@@ -149,15 +148,6 @@ def test_pick_share_is_deterministic_and_close_to_the_ratio(spark):
     assert pick_share(ids, "item_idx", 0.0, seed=3).count() == 0
     with pytest.raises(ValueError, match="1.5"):
         pick_share(ids, "item_idx", 1.5, seed=3)
-
-
-def test_cohort_users_are_capped_by_a_seeded_sample(spark):
-    pairs = spark.range(300).select((F.col("id") % 100).cast("int").alias("user_idx"))
-    every = sample_users(pairs, None, seed=1)
-    assert every.count() == 100
-    some = sorted(r.user_idx for r in sample_users(pairs, 30, seed=1).collect())
-    assert len(some) == 30 and some == sorted(r.user_idx for r in sample_users(pairs, 30, seed=1).collect())
-    assert some != sorted(r.user_idx for r in sample_users(pairs, 30, seed=2).collect())
 
 
 def test_cold_cohorts_remove_items_and_truncate_histories(spark):

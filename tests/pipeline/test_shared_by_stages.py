@@ -8,6 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from recspark.evaluation.efficiency import stage_efficiency
+from recspark.evaluation.sampling import sample_users
 from recspark.evaluation.suite import evaluate_recommendations, evaluate_recommendations_by
 from recspark.featurize.splits import (
     SplitSettings,
@@ -162,3 +163,27 @@ def test_grouped_evaluation_equals_evaluating_each_group_alone(spark):
     assert grouped["a"]["ndcg@k"] == pytest.approx((1 / np.log2(3) + 1.0) / 2)  # as in the example above
     # rows within k: 2, 4, 1, 2; item 4 is unseen in training and left out of novelty
     assert grouped["b"]["novelty"] == pytest.approx((np.log2(3) + np.log2(1.5) + np.log2(3)) / 3)
+
+
+def test_vector_metrics_on_a_user_sample_equal_those_users_alone(spark):
+    # 12 users, two sources; with a cap of 5 users, diversity and serendipity are those of the 5
+    # sampled users' lists (the same users for both sources); every other metric uses all users.
+    rows = [(u, (u + r) % 6, r, s) for u in range(12) for r in (1, 2, 3) for s in ("a", "b") if s == "a" or u % 2]
+    recs = spark.createDataFrame(rows, "user_idx int, item_idx int, rank int, source string")
+    truth = spark.createDataFrame([(u, (u + 1) % 6) for u in range(12)], "user_idx int, item_idx int")
+    train = spark.createDataFrame([(u, (u + 3) % 6) for u in range(12)], "user_idx int, item_idx int")
+    vectors = spark.createDataFrame([(i, [float(i % 2), float(i % 3), 1.0]) for i in range(6)],
+                                    "item_idx int, features array<double>")
+    everyone = evaluate_recommendations_by(recs, "source", truth, train, 3, 6, vectors)
+    capped = evaluate_recommendations_by(recs, "source", truth, train, 3, 6, vectors, vector_metrics_max_users=5,
+                                         seed=7)
+    sampled = sample_users(recs, 5, 7)
+    assert sampled.count() == 5
+    alone = evaluate_recommendations_by(recs.join(sampled, "user_idx", "left_semi"), "source", truth,
+                                        train.join(sampled, "user_idx", "left_semi"), 3, 6, vectors)
+    for source in ("a", "b"):
+        for name in ("diversity", "serendipity", "serendipity_relevant"):
+            assert capped[source][name] == pytest.approx(alone[source][name])
+        for name in ("ndcg@k", "catalog_coverage", "novelty", "n_users"):
+            assert capped[source][name] == pytest.approx(everyone[source][name])
+    assert capped["a"]["diversity"] != pytest.approx(everyone["a"]["diversity"])
