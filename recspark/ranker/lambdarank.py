@@ -287,6 +287,12 @@ class RankerModel:
     def feature_names(self) -> list[str]:
         return list(self.booster.feature_name())
 
+    @property
+    def input_columns(self) -> list[str]:
+        """The feature columns :meth:`score` reads: all of them with the trees; without them only
+        the base feature (the ranking is then the base source's own)."""
+        return self.feature_names if self.use_trees else [self.base_feature]
+
     def to_string(self) -> str:
         """JSON of the LightGBM model text (feature names included), the base feature and
         whether the trees are used; :meth:`from_string` reads it back."""
@@ -306,8 +312,8 @@ class RankerModel:
 
     def score(self, features: DataFrame) -> DataFrame:
         """(user_idx, item_idx, score double) for every row of ``features`` (which needs the
-        model's feature columns), scored in Spark with the model string broadcast."""
-        names = self.feature_names
+        model's :attr:`input_columns`), scored in Spark with the model string broadcast."""
+        names = self.input_columns
         missing = [c for c in KEYS + names if c not in features.columns]
         if missing:
             raise ValueError(f"features is missing column(s) {missing} the model was trained on")

@@ -39,7 +39,7 @@ from recspark.deep.scoring import blend, deep_rerank, normalised_scores, tune_bl
 from recspark.deep.training import checkpoint_path, load_checkpoint
 from recspark.featurize.splits import split_carve
 from recspark.ranker.blend import choose_champion, validation_inputs, validation_ndcg
-from recspark.ranker.features import FeatureSet, ranker_features
+from recspark.ranker.features import FeatureSet, ranker_features, source_features
 from recspark.sources import SourceInputs, TableReader, as_candidates, get_source, require_known_sources, source_names
 
 log = logging.getLogger(__name__)
@@ -339,16 +339,21 @@ def apply_blends(choice: BlendChoice, candidates: DataFrame, history: DataFrame,
                  n: int) -> dict[str, DataFrame]:
     """Tonight's blend lists (candidates-table columns but ``run_date``), by name: the ranker over
     ``candidates`` (every source's rows, seen items excluded already) with ``history`` (non-test
-    interactions_split rows) for its features, and the hybrid with the chosen weights."""
+    interactions_split rows) for its features, and the hybrid with the chosen weights. A ranker
+    that serves its base source's ranking (no trees) reads only the per-source columns, so the
+    history, content and popularity features are not built for it."""
     lists: dict[str, DataFrame] = {}
     if choice.hybrid_weights is not None:
         normalised = normalised_scores(candidates, choice.hybrid_sources)
         lists[HYBRID_SOURCE] = as_candidates(blend(normalised, choice.hybrid_weights, n), HYBRID_SOURCE)
     ranker = choice.ranker()
     if ranker is not None:
-        if choice.content and item_embeddings is None:
+        if not ranker.use_trees:  # it serves the base source's ranking: the rank columns are all it reads
+            tonight = source_features(candidates, tuple(choice.ranker_sources), choice.n)
+        elif choice.content and item_embeddings is None:
             raise ValueError("the recorded ranker uses content_similarity but item_embeddings is missing")
-        tonight = ranker_features(candidates, history.where(F.col("split") != "test").select(*HISTORY_COLUMNS),
-                                  choice.feature_set(), item_embeddings=item_embeddings if choice.content else None)
+        else:
+            tonight = ranker_features(candidates, history.where(F.col("split") != "test").select(*HISTORY_COLUMNS),
+                                      choice.feature_set(), item_embeddings=item_embeddings if choice.content else None)
         lists[RANKER_SOURCE] = as_candidates(ranker.rank(tonight, n), RANKER_SOURCE)
     return lists
