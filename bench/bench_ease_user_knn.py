@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MOVIELENS_RATINGS = REPO_ROOT / "data" / "ml-latest-small" / "ratings.csv"
 K = 10
 LAMBDAS = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
-SPARSE_NEIGHBOURS = (50, 200, 1000)
+SPARSE_NEIGHBOURS = (50, 200, 500, 1000)
 KNN_GRID = [(metric, top_k) for metric in ("cosine", "jaccard") for top_k in (20, 50, 100, 200)]
 REPORTED = ("ndcg@k", "precision@k", "recall@k", "f1@k", "map@k")
 
@@ -99,7 +99,7 @@ def tune_ease(train: DataFrame, validation: DataFrame, lines: list[str]) -> tupl
     best_ndcg, reg_lambda = best
     best_scoring: tuple[float, int | None] = (best_ndcg, None)
     for top_n in SPARSE_NEIGHBOURS:
-        settings = EaseSettings(reg_lambda=reg_lambda, top_n_neighbours=top_n)
+        settings = EaseSettings(reg_lambda=reg_lambda, dense_max_items=0, top_n_neighbours=top_n)
         model = EaseModel(item_ids, weights_of[reg_lambda], settings)
         lists, rec_s = timed(lambda: materialised(model.recommend(users_of(validation), K, train)))
         ndcg = evaluate(lists, validation)["ndcg@k"]
@@ -152,7 +152,8 @@ def test_rows(train: DataFrame, test: DataFrame, ease_settings: EaseSettings, kn
     from recspark.recommenders.ease import Ease
 
     report(
-        f"EASE lambda={ease_settings.reg_lambda:g}, top_n_neighbours={ease_settings.top_n_neighbours}",
+        f"EASE lambda={ease_settings.reg_lambda:g}, "
+        + (f"top {ease_settings.top_n_neighbours} per item" if ease_settings.dense_max_items == 0 else "dense"),
         lambda: Ease(ease_settings).fit(train),
         lambda model: model.recommend(users, K, train),
     )
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     reg_lambda, top_n = tune_ease(tuning_train, validation, lines)
     knn = tune_user_knn(tuning_train, validation, lines)
-    ease_settings = EaseSettings(reg_lambda=reg_lambda, top_n_neighbours=top_n)
+    ease_settings = (EaseSettings(reg_lambda=reg_lambda) if top_n is None
+                     else EaseSettings(reg_lambda=reg_lambda, dense_max_items=0, top_n_neighbours=top_n))
     lines.append("Test (settings chosen on validation; fit on the whole train split; seen = train):\n")
     lines.append("| model | fit s | recommend s | NDCG@10 | precision@10 | recall@10 | F1@10 | MAP@10 |")
     lines.append("|---|---|---|---|---|---|---|---|")

@@ -24,16 +24,16 @@ Driver memory: ``n_items^2 x 4 bytes x ~3`` (``G``, its Cholesky factor and ``P`
 allocated, so a pipeline can catch it and skip the source. Spark's result limit
 ``spark.driver.maxResultSize`` must exceed one partition's rows: ``n_items^2 x 4 / n_buckets``.
 
-Recommend: by default (``top_n_neighbours=None``) ``B`` is broadcast once and every task scores
-blocks of users with one dense float32 matrix product ``X_block @ B``, exact; the broadcast costs
-``n_items^2 x 4`` bytes per executor Python worker. With ``top_n_neighbours=M`` each row
-``B[i, :]`` keeps its ``M`` largest weights, and recommendations are the join-and-sum of
-:class:`recspark.recommenders.item_similarity.ItemSimilarityModel` (``n_items x M`` rows, no
-broadcast), an approximation that drops the small and negative weights. Measured on MovieLens
-latest-small (8.4k items, 610 validation users, local[2], ``bench/bench_ease_user_knn.py``):
-dense 2.6-3.2 s and validation NDCG@10 0.141 at lambda 500; top 50 / 200 / 1000 per item 14 /
-49 / 73 s and 0.131 / 0.134 / 0.138. So dense is the default: exact and faster; the sparse
-mode is for catalogues whose ``B`` is too large to broadcast.
+Recommend: up to ``dense_max_items`` items (12,000) ``B`` is broadcast once and every task
+scores blocks of users with one dense float32 matrix product ``X_block @ B``, exact; the
+broadcast costs ``n_items^2 x 4`` bytes in the driver JVM (twice, while it is cut into blocks)
+and in every executor Python worker: 576 MB at 12k items, 2.5 GB at 25k, which ran the default
+4 GB driver heap out of memory at 5M synthetic interactions (25k items). Above it each row
+``B[i, :]`` keeps its ``top_n_neighbours`` (500) largest weights and recommendations are the
+sparse top-N of :mod:`recspark.recommenders.sparse_topk` (item-item's scoring: a broadcast CSR
+of ``n_items x M`` entries, 12 bytes each), an approximation that drops the small and
+negative weights; ``B``'s rows are pruned in blocks, so the driver never holds a second dense
+copy. The accuracy cost of pruning is measured by ``bench/bench_ease_user_knn.py`` (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -42,12 +42,20 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recspark.recommenders.item_similarity import NEIGHBOR_COL, ItemSimilarityModel
-from recspark.recommenders.sparse_topk import known_positions, list_elements
+from recspark.recommenders.sparse_topk import (
+    EXCLUDE_COL,
+    KEYS_COL,
+    QUERY_COL,
+    SparseRows,
+    known_positions,
+    list_elements,
+    top_n_weighted_sums,
+    weighted_queries,
+)
 from recspark.recommenders.topk import top_k_of_score_block
 
 USER_COL, ITEM_COL = "user_idx", "item_idx"
@@ -82,8 +90,8 @@ class EaseSettings:
     reg_lambda: L2 weight ``lambda`` added to the diagonal of the Gram matrix (> 0); Steck's
         MovieLens/Netflix optima lie between 200 and 1000 for binary data.
     max_items: largest catalogue to fit; driver memory is ``max_items^2 x 4 bytes x ~3``.
-    top_n_neighbours: ``None`` scores with the dense ``B`` (exact, broadcast); an integer keeps
-        each item's ``top_n_neighbours`` largest weights and scores by a Spark join.
+    dense_max_items: largest catalogue scored with the dense ``B`` (exact, broadcast; 0: never).
+    top_n_neighbours: above ``dense_max_items``, the weights kept per item for sparse scoring.
     device: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu`` or ``cuda`` for the solve.
     popularity_exponent: ``beta >= 0``; column j of ``B`` is multiplied by ``pop_j^-beta``
         (``pop_j = G_jj``, the item's users in the history), i.e. every score of item j is
@@ -97,7 +105,8 @@ class EaseSettings:
     reg_lambda: float = 500.0
     popularity_exponent: float = 0.0
     max_items: int = 30_000
-    top_n_neighbours: int | None = None
+    dense_max_items: int = 12_000
+    top_n_neighbours: int = 500
     device: str = "auto"
     grid: EaseGrid = field(default_factory=lambda: EaseGrid())
     tuning_ratio: float = 0.1
@@ -109,8 +118,10 @@ class EaseSettings:
         if not 0 < self.tuning_ratio < 1:
             raise ValueError(f"tuning_ratio must be in (0, 1), got {self.tuning_ratio!r}")
         _require_positive_int(self.max_items, "max_items")
-        if self.top_n_neighbours is not None:
-            _require_positive_int(self.top_n_neighbours, "top_n_neighbours")
+        _require_positive_int(self.top_n_neighbours, "top_n_neighbours")
+        if isinstance(self.dense_max_items, bool) or not isinstance(self.dense_max_items, int) or (
+                self.dense_max_items < 0):
+            raise ValueError(f"dense_max_items must be an integer >= 0, got {self.dense_max_items!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
 
@@ -352,37 +363,37 @@ class EaseModel:
         history = seen.where(F.col(USER_COL).isNotNull() & F.col(ITEM_COL).isNotNull()).join(
             users.select(USER_COL).distinct(), USER_COL, "left_semi"
         )
-        if self.settings.top_n_neighbours is None:
+        if self.scores_dense:
             return self._recommend_dense(history, n)
         return self._recommend_sparse(history, n)
 
-    def neighbour_table(self, spark: SparkSession, top_n: int) -> DataFrame:
-        """(``item_idx``, :data:`NEIGHBOR_COL`, ``score`` double, ``support`` long null): each
-        item's ``top_n`` largest weights ``B[i, j]`` (ties by neighbour id), an
-        :class:`ItemSimilarityModel` similarity table."""
-        rows, cols = _top_weights(self.weights, top_n)
-        table = pa.table(
-            {
-                ITEM_COL: pa.array(self.item_ids[rows].astype(np.int32)),
-                NEIGHBOR_COL: pa.array(self.item_ids[cols].astype(np.int32)),
-                "score": pa.array(self.weights[rows, cols].astype(np.float64)),
-            }
-        )
-        return spark.createDataFrame(table.to_pandas()).withColumn(
-            "support", F.lit(None).cast("long")
-        )
+    @property
+    def scores_dense(self) -> bool:
+        """True when :meth:`recommend` broadcasts the dense ``B`` (catalogue within
+        ``dense_max_items``), False when it scores each item's ``top_n_neighbours`` weights."""
+        return self.item_ids.size <= self.settings.dense_max_items
+
+    def pruned_rows(self) -> SparseRows:
+        """``B`` with each row's ``top_n_neighbours`` largest off-diagonal weights (ties by
+        column), as the CSR rows :func:`recspark.recommenders.sparse_topk.top_n_weighted_sums`
+        scores: keys and items are both ``item_ids``."""
+        rows, cols = _top_weights(self.weights, self.settings.top_n_neighbours)
+        order = np.lexsort((cols, rows))
+        rows, cols = rows[order], cols[order]
+        indptr = np.zeros(self.item_ids.size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=self.item_ids.size), out=indptr[1:])
+        return SparseRows(self.item_ids, self.item_ids, indptr, cols.astype(np.int32),
+                          self.weights[rows, cols].astype(np.float64))
 
     def _recommend_sparse(self, history: DataFrame, n: int) -> DataFrame:
-        table = self.neighbour_table(history.sparkSession, self.settings.top_n_neighbours)
-        lists = ItemSimilarityModel(table, USER_COL, ITEM_COL).recommend(
-            history.select(USER_COL, ITEM_COL), k=n
-        )
-        return lists.select(
-            F.col(USER_COL).cast("int"),
-            F.col(ITEM_COL).cast("int"),
+        pairs = history.select(USER_COL, ITEM_COL).distinct().withColumn("_w", F.lit(1.0))
+        queries = weighted_queries(pairs, USER_COL, ITEM_COL, "_w").withColumn(EXCLUDE_COL, F.col(KEYS_COL))
+        return top_n_weighted_sums(queries, self.pruned_rows(), n).select(
+            F.col(QUERY_COL).cast("int").alias(USER_COL),
+            F.col("item").cast("int").alias(ITEM_COL),
             "score",
             "rank",
-            F.col("because_item").cast("int").alias(BECAUSE_COL),
+            F.col("because").cast("int").alias(BECAUSE_COL),
         )
 
     def _recommend_dense(self, history: DataFrame, n: int) -> DataFrame:
@@ -405,12 +416,25 @@ class EaseModel:
         return queries.coalesce(parallelism).mapInArrow(score, RECOMMENDATION_SCHEMA)
 
 
+TOP_WEIGHTS_BLOCK_CELLS = 1 << 24  # cells of B copied at a time to find each row's largest weights
+
+
 def _top_weights(weights: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) of each row's ``top_n`` largest off-diagonal weights, ties by column."""
-    masked = weights.copy()
-    np.fill_diagonal(masked, -np.inf)
-    rows, cols, _, _ = top_k_of_score_block(masked, top_n)
-    return rows, cols
+    """(row, column) of each row's ``top_n`` largest off-diagonal weights, ties by column; rows
+    are taken in blocks of at most :data:`TOP_WEIGHTS_BLOCK_CELLS` cells."""
+    n_rows, n_cols = weights.shape
+    per_block = max(1, TOP_WEIGHTS_BLOCK_CELLS // max(n_cols, 1))
+    all_rows, all_cols = [], []
+    for start in range(0, n_rows, per_block):
+        block = weights[start : start + per_block].copy()
+        local = np.arange(block.shape[0])
+        block[local, start + local] = -np.inf
+        rows, cols, _, _ = top_k_of_score_block(block, top_n)
+        all_rows.append(rows + start)
+        all_cols.append(cols)
+    if not all_rows:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(all_rows), np.concatenate(all_cols)
 
 
 def _score_block(

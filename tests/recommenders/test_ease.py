@@ -97,8 +97,11 @@ def test_recommend_matches_numpy_argsort_and_excludes_seen(spark, fitted):
 
 
 def test_sparse_scoring_with_all_neighbours_equals_dense(spark, fitted):
-    # 4 neighbours per item keep every off-diagonal weight: the join-and-sum is exact
-    sparse = ease.EaseModel(fitted.item_ids, fitted.weights, EaseSettings(top_n_neighbours=4))
+    # above dense_max_items (0 here) B is pruned; 4 neighbours per item keep every off-diagonal
+    # weight, so the sparse top-N is exact
+    assert fitted.scores_dense
+    sparse = ease.EaseModel(fitted.item_ids, fitted.weights, EaseSettings(dense_max_items=0, top_n_neighbours=4))
+    assert not sparse.scores_dense
     users = spark.createDataFrame([(0,), (2,), (4,)], "user_idx int")
     history = interactions(spark, HAND_ROWS)
     assert_approx_df_equality(
@@ -110,6 +113,43 @@ def test_sparse_scoring_with_all_neighbours_equals_dense(spark, fitted):
     )
 
 
+def test_pruned_rows_keep_each_items_largest_weights_in_blocks(monkeypatch, fitted):
+    # blocks of one row (6 cells < 2 rows x 5 items) give what a single block gives
+    monkeypatch.setattr(ease, "TOP_WEIGHTS_BLOCK_CELLS", 6)
+    model = ease.EaseModel(fitted.item_ids, fitted.weights, EaseSettings(dense_max_items=0, top_n_neighbours=2))
+    pruned = model.pruned_rows().matrix().toarray()
+    expected = np.zeros_like(pruned)
+    for row in range(len(ITEMS)):
+        weights = fitted.weights[row].astype(np.float64).copy()
+        weights[row] = -np.inf
+        keep = np.lexsort((np.arange(len(ITEMS)), -weights))[:2]
+        expected[row, keep] = fitted.weights[row, keep]
+    np.testing.assert_allclose(pruned, expected)
+    assert (np.count_nonzero(pruned, axis=1) <= 2).all()
+
+
+def test_sparse_scoring_sums_the_kept_weights(spark, fitted):
+    # 2 weights per item: only the items some history item keeps are candidates
+    model = ease.EaseModel(fitted.item_ids, fitted.weights, EaseSettings(dense_max_items=0, top_n_neighbours=2))
+    pruned = model.pruned_rows().matrix().toarray()
+    x = dense_matrix(HAND_ROWS)
+    expected = []
+    for user in (0, 3, 4):
+        history = np.flatnonzero(x[user])
+        reached = (pruned[history] != 0).any(axis=0)
+        reached[history] = False
+        scores = np.where(reached, x[user] @ pruned, -np.inf)
+        order = [c for c in np.lexsort((np.arange(len(ITEMS)), -scores)) if np.isfinite(scores[c])][:2]
+        for rank, col in enumerate(order, start=1):
+            because = history[np.argmax(pruned[history, col])]
+            expected.append((user, ITEMS[col], float(scores[col]), rank, ITEMS[because]))
+    users = spark.createDataFrame([(0,), (3,), (4,)], "user_idx int")
+    actual = model.recommend(users, n=2, seen=interactions(spark, HAND_ROWS))
+    assert_approx_df_equality(
+        actual, spark.createDataFrame(expected, REC_SCHEMA), 1e-5, ignore_row_order=True, ignore_nullable=True
+    )
+
+
 def test_catalogue_above_max_items_raises_before_solving(spark):
     with pytest.raises(CatalogueTooLarge, match="max_items is 4"):
         Ease(EaseSettings(max_items=4)).fit(interactions(spark, HAND_ROWS))
@@ -118,7 +158,8 @@ def test_catalogue_above_max_items_raises_before_solving(spark):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"reg_lambda": 0.0}, {"reg_lambda": "1"}, {"max_items": 0}, {"top_n_neighbours": 0}, {"device": "tpu"},
+    [{"reg_lambda": 0.0}, {"reg_lambda": "1"}, {"max_items": 0}, {"top_n_neighbours": 0}, {"top_n_neighbours": None},
+     {"dense_max_items": -1}, {"device": "tpu"},
      {"popularity_exponent": -0.1}, {"tuning_ratio": 1.0}],
 )
 def test_settings_reject_bad_values(kwargs):
