@@ -28,7 +28,10 @@ process tree (Python driver + Spark JVM + Python workers, sampled every 0.5 s) a
 (least-squares fit of log wall time on log interactions; 1 = linear) and draws them
 (``--plot``, PNG). ``--write`` replaces the section between
 ``<!-- bench_nightly:start -->`` and ``<!-- bench_nightly:end -->`` of that file (appended when
-absent) with the tables, the command and the machine's load average.
+absent) with the tables, the command and the machine's load average. Every finished step is
+recorded in ``<root>/n<size>/steps.json``; ``--resume`` keeps those (up to the first failed one)
+and runs the remaining steps on the same warehouse, so a long run survives an interruption or
+a fix to a failed stage (the table then mixes the steps' commits: say so beside it).
 """
 from __future__ import annotations
 
@@ -96,7 +99,7 @@ def stage_seconds(warehouse: Path) -> dict[tuple[str, str], float]:
             zip(whole["run_date"], whole["stage"], whole["wall_time_s"])}
 
 
-def bench_size(n: int, root: Path) -> list[dict]:
+def bench_size(n: int, root: Path, resume: bool = False) -> list[dict]:
     base = root / f"n{n}"
     warehouse, data = base / "wh", base / "data"
     overrides = [
@@ -110,12 +113,17 @@ def bench_size(n: int, root: Path) -> list[dict]:
     steps = [("generate", "setup", FIRST_NIGHT, overrides), *[(s, NIGHT_1, FIRST_NIGHT, overrides) for s in NIGHTLY],
              *[(s, WEEKLY_KIND, FIRST_NIGHT, overrides) for s in WEEKLY], ("generate", "setup", NEXT_NIGHT, increment),
              *[(s, NIGHT_2, NEXT_NIGHT, overrides) for s in NIGHTLY]]
-    rows = []
-    for stage, kind, run_date, stage_overrides in steps:
+    progress = base / "steps.json"
+    rows = json.loads(progress.read_text()) if resume and progress.exists() else []
+    rows = rows[: next((i for i, r in enumerate(rows) if r["exit"] != 0), len(rows))]
+    if rows:
+        print(f"{n:>10,} resuming after {len(rows)} finished steps ({progress})", flush=True)
+    for stage, kind, run_date, stage_overrides in steps[len(rows):]:
         log_path = base / "logs" / f"{run_date}-{stage}.log"
         seconds, peak, code = run_stage(stage, stage_overrides, run_date, log_path)
         rows.append({"n": n, "stage": stage, "kind": kind, "run_date": run_date, "wall_s": seconds, "peak_mib": peak,
                      "exit": code})
+        progress.write_text(json.dumps(rows, indent=2))
         print(f"{n:>10,} {stage:<16} {kind:<14} {seconds:8.1f} s  peak {peak:8.0f} MiB  exit {code}", flush=True)
         if code != 0:
             print(f"  failed: see {log_path}", flush=True)
@@ -275,12 +283,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--root", default="/tmp/bench_nightly")
     parser.add_argument("--write", help="markdown file whose bench_nightly section is replaced")
     parser.add_argument("--plot", help="PNG path for the log-log plot (two or more sizes)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the finished steps recorded in <root>/n<size>/steps.json and run the rest")
     args = parser.parse_args(argv)
     root = Path(args.root)
     load_start = list(os.getloadavg())
     rows = []
     for n in args.sizes:  # results.json after each size, so a long run's finished sizes survive an interruption
-        rows += bench_size(n, root)
+        rows += bench_size(n, root, args.resume)
         (root / "results.json").write_text(json.dumps(rows, indent=2))
     load_end = list(os.getloadavg())
     command = "PYTHONPATH=. .venv/bin/python bench/bench_nightly.py --sizes " + " ".join(map(str, args.sizes))

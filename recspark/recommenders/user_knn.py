@@ -14,6 +14,12 @@ Two seeded down-samplings bound that work, both keeping the elements with the sm
 ``max_items_per_user`` caps each user's items before anything is counted (heavy users, as
 item-item does), and ``max_users_per_item`` caps each popular item's users inside the pair
 counting (the quadratic term). ``None`` disables either; every count is taken on the sample.
+
+Both default to 500. Uncapped, the pair work grows faster than the data: on the generator's
+power-law catalogue ``sum n_i^2`` is 1.9e8 at 1M interactions and 3.5e9 at 5M (18x for 5x the
+data; the 5M candidates stage spent over 25 minutes in it); capped at 500 users per item it is
+6.5e7 and 3.0e8 (4.6x). MovieLens latest-small's most popular item has 329 users, so its lists
+do not change.
 """
 from __future__ import annotations
 
@@ -65,7 +71,7 @@ class UserKnnSettings:
     min_support: int = 2
     top_k: int = 100
     max_items_per_user: int | None = 500
-    max_users_per_item: int | None = None
+    max_users_per_item: int | None = 500
     seed: int = 0
 
     def __post_init__(self) -> None:

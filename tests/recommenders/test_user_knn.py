@@ -139,6 +139,22 @@ def test_heavy_users_are_sampled_by_seeded_hash(spark, seed):
     assert_rows(spark, neighbours, expected, NEIGHBOUR_SCHEMA)
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_popular_items_users_are_sampled_by_seeded_hash(spark, seed):
+    # items 0 and 1 have 6 users each, item 2 has 2; with max_users_per_item=3 the popular items
+    # keep their 3 smallest xxhash64(seed, item, user): the same neighbours as an uncapped fit
+    # on exactly that sample
+    rows = [(user, item) for item in (0, 1) for user in range(6)] + [(0, 2), (1, 2)]
+    frame = interactions(spark, rows)
+    by_hash = Window.partitionBy("item_idx").orderBy(F.xxhash64(F.lit(seed), "item_idx", "user_idx"), "user_idx")
+    sample = frame.withColumn("_p", F.row_number().over(by_hash)).where(F.col("_p") <= 3).drop("_p")
+    assert sample.count() == 8
+    capped = UserKnn(UserKnnSettings(min_support=1, max_users_per_item=3, seed=seed)).fit(frame).neighbours
+    exact = UserKnn(UserKnnSettings(min_support=1, max_users_per_item=None, seed=seed)).fit(sample).neighbours
+    assert_approx_df_equality(capped, exact, 1e-12, ignore_row_order=True, ignore_nullable=True)
+    assert UserKnnSettings().max_users_per_item == 500
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"metric": "lift"}, {"min_support": 0}, {"top_k": 0}, {"max_items_per_user": 1},
