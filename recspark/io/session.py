@@ -93,8 +93,13 @@ SINGLE_IMPORTS = (
 
 # Expected fallbacks, not problems: without a native BLAS (none is installed here) MLlib's netlib
 # tries JNI, then the incubating Vector API, then settles on pure Java, one WARN per failed try at
-# the first ALS fit of every process. Errors from these loggers still show.
-QUIET_LOGGERS = ("dev.ludovic.netlib",)
+# the first ALS fit of every process. RowBasedKeyValueBatch (the fast first-level map of a hash
+# aggregation) logs "Calling spill() ... Will not spill but return 0" each time another consumer of
+# the task's memory asks it to spill: nothing is wrong and nothing can be done, which is why Spark
+# 4.0 made it a DEBUG line (SPARK-50524); at 2M-5M interactions it was the only WARN flood left.
+# Errors from these loggers still show. In the driver JVM, so in every local session; a cluster's
+# executors log with their own log4j2 configuration.
+QUIET_LOGGERS = ("dev.ludovic.netlib", "org.apache.spark.sql.catalyst.expressions.RowBasedKeyValueBatch")
 
 # Local sessions only (a master left unset outside spark-submit is local[*]): their Python workers
 # run in this interpreter, where recspark is installed.

@@ -16,6 +16,7 @@ from recspark.io.session import (
     DRIVER_JAVA_OPTIONS,
     LOCAL_DEFAULT_CONF,
     MAX_VALUES_PER_TASK,
+    QUIET_LOGGERS,
     REQUIRED_CONF,
     SparkSettings,
     build_spark_session,
@@ -40,6 +41,15 @@ def test_an_active_session_keeps_its_tuning_and_gets_the_required_settings(spark
         assert spark.conf.get(PARTITIONS) == own_partitions
         build_spark_session(SparkSettings(master="local[2]", conf={PARTITIONS: "3"}))
         assert spark.conf.get(PARTITIONS) == "3"  # what the config says explicitly still wins
+
+
+def test_expected_fallback_loggers_log_errors_only(spark):
+    build_spark_session(SparkSettings(master="local[2]"))
+    log4j = spark._jvm.org.apache.logging.log4j
+    assert "org.apache.spark.sql.catalyst.expressions.RowBasedKeyValueBatch" in QUIET_LOGGERS
+    for name in QUIET_LOGGERS:
+        assert log4j.LogManager.getLogger(name).getLevel().toString() == "ERROR"
+    assert log4j.LogManager.getLogger("org.apache.spark.sql.execution").getLevel().toString() != "ERROR"
 
 
 def test_local_python_workers_run_recspark_daemon_and_a_udf_sees_its_zip_cache(spark):
