@@ -93,6 +93,16 @@ def _training_users(labelled: DataFrame, settings: RankerSettings) -> DataFrame:
     return kept.select("user_idx", eval_bucket.alias("is_eval"))
 
 
+def training_users(candidates: DataFrame, labels: DataFrame, settings: RankerSettings) -> DataFrame:
+    """(user_idx, is_eval) of the users :meth:`LearnedRanker.fit` trains on, found from the
+    candidate pairs alone (``candidates``: user_idx, item_idx; a pair listed twice counts once,
+    as in the feature frame) and ``labels`` (validation pairs only), before any feature is built:
+    a caller builds the features of these users and fits on them with the same result as on
+    every user's."""
+    _require_validation_only(labels)
+    return _training_users(labelled_features(candidates.select(*KEYS).distinct(), labels), settings)
+
+
 def training_rows(features: DataFrame, labels: DataFrame, feature_names: list[str],
                   settings: RankerSettings) -> pd.DataFrame:
     """The rows the ranker learns from, on the driver, sorted by (user_idx, item_idx): keys, the

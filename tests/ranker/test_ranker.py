@@ -15,6 +15,7 @@ from recspark.ranker.lambdarank import (
     RankerSettings,
     mean_ndcg,
     training_rows,
+    training_users,
     trees_beat_base,
     validation_labels,
 )
@@ -126,6 +127,18 @@ def test_the_driver_gets_whole_users_within_both_caps(spark):
         **{**SMALL.__dict__, "max_training_users": 12}))["user_idx"])  # the same seeded order under either cap
     one = training_rows(features, labels, FEATURES, RankerSettings(**{**SMALL.__dict__, "max_training_rows": 5}))
     assert one["user_idx"].nunique() == 1 and len(one) == 20  # never fewer than one whole user
+
+
+def test_the_training_users_are_known_before_the_features_and_fitting_on_them_alone_is_the_same(spark):
+    features, labels = _planted(spark, seed=4, users=80)  # 20 candidates a user: 40 users fit 800 rows
+    capped = RankerSettings(**{**SMALL.__dict__, "max_training_rows": 800})
+    pairs = features.select("user_idx", "item_idx").unionByName(features.select("user_idx", "item_idx"))  # repeats
+    users = training_users(pairs, labels, capped)
+    chosen = {r.user_idx for r in users.collect()}
+    assert chosen == set(training_rows(features, labels, FEATURES, capped)["user_idx"]) and len(chosen) == 40
+    alone = features.join(users.select("user_idx"), "user_idx", "left_semi")
+    assert LearnedRanker(capped).fit(alone, labels, FEATURES).to_string() == LearnedRanker(capped).fit(
+        features, labels, FEATURES).to_string()
 
 
 def test_ranker_never_sees_test_rows(spark):
