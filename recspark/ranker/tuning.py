@@ -10,8 +10,9 @@
    models re-rank them;
 3. the learned ranker (:class:`recspark.ranker.lambdarank.LearnedRanker`) learns on those
    candidates, its features built only for the users its row caps let it train and judge on
-   (:func:`recspark.ranker.lambdarank.training_users`; at 5M interactions the features of all
-   50,000 users took over 20 minutes); the grid hybrid's weights are the best grid point on them;
+   (:func:`recspark.ranker.lambdarank.training_users`; at 5M interactions night 1's rerank was
+   stopped after about 8 minutes in the features of all 50,000 users, unfinished); the grid
+   hybrid's weights are the best grid point on them;
 4. champion: every refit source, the hybrid and the ranker scored by mean NDCG@k over the
    ranker's held-out users (all validation users without a ranker); the best wins, lists within
    ``ranker.champion_tolerance`` counting as tied (ties go to the ranker, the hybrid, then the
