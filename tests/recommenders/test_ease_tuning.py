@@ -88,3 +88,22 @@ def test_the_source_fits_with_the_newest_tuned_point_unless_switched_off(spark):
     assert ease_settings(inputs(rows, use_tuned_params=False)).reg_lambda == 500.0
     assert ease_settings(inputs(None)).reg_lambda == 500.0
     assert np.isclose(ease_settings(inputs(rows[2:])).popularity_exponent, 0.0)
+
+
+def test_one_solve_per_reg_lambda_serves_every_popularity_exponent(spark, monkeypatch):
+    from recspark.recommenders import ease_tuning
+
+    solves = []
+    real = ease_tuning.ease_weights
+
+    def counted(gram, reg_lambda, device, popularity_exponent=0.0):
+        solves.append((reg_lambda, popularity_exponent))
+        return real(gram, reg_lambda, device, popularity_exponent)
+
+    monkeypatch.setattr(ease_tuning, "ease_weights", counted)
+    settings = EaseSettings(grid=EaseGrid(reg_lambda=[0.5, 50.0], popularity_exponent=[0.0, 1.0, 2.0]), device="cpu")
+    search = search_ease(spark.createDataFrame(FIT_ROWS, "user_idx int, item_idx int"),
+                         spark.createDataFrame(VALIDATION, "user_idx int, item_idx int"), settings, k=1)
+    assert solves == [(0.5, 0.0), (50.0, 0.0)]
+    for trial in search.trials:
+        assert trial.ndcg == pytest.approx(numpy_hit_rate(**trial.params)), trial.params
