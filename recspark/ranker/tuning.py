@@ -297,8 +297,10 @@ def fit_blends(inputs: BlendInputs, measure: Callable[[str], AbstractContextMana
         features = FeatureSet(tuple(inputs.ranker_sources), n, content=content)
         with measure("blends.ranker_fit"):
             # features only for the users the ranker trains and is judged on (its row caps)
+            # materialised: joined with the plan it comes from, lists' lineage made each task
+            # binary 6-37 MiB (a Spark WARN per job)
             users = training_users(lists.where(F.col("source").isin(list(inputs.ranker_sources))),
-                                   validation.labels, rc).select("user_idx")
+                                   validation.labels, rc).select("user_idx").localCheckpoint()
             training = ranker_features(lists.join(F.broadcast(users), "user_idx", "left_semi"),
                                        fit_rows.select(*HISTORY_COLUMNS), features,
                                        item_embeddings=inputs.item_embeddings).localCheckpoint()
