@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from recspark.evaluation.sampling import require_user_cap
 from recspark.recommenders.sparse_topk import known_positions, list_elements
 from recspark.recommenders.topk import top_k_by_dot_product
 
@@ -70,10 +71,7 @@ class ContentSettings:
                 raise ValueError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
         if self.cold_user_history < 0:
             raise ValueError(f"cold_user_history: must be >= 0, got {self.cold_user_history}")
-        if self.cold_max_users is not None and (
-                isinstance(self.cold_max_users, bool) or not isinstance(self.cold_max_users, int)
-                or self.cold_max_users < 1):
-            raise ValueError(f"cold_max_users: must be a positive integer or null, got {self.cold_max_users!r}")
+        require_user_cap(self.cold_max_users, "cold_max_users")
 
 
 def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: float | None) -> DataFrame:

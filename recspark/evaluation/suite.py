@@ -29,7 +29,7 @@ from recspark.evaluation.beyond_accuracy import (
     with_relevance,
 )
 from recspark.evaluation.ranking import ranking_metrics, ranking_metrics_by
-from recspark.evaluation.sampling import sample_users
+from recspark.evaluation.sampling import require_user_cap, sample_users
 
 
 @dataclass
@@ -45,9 +45,7 @@ class EvaluationSettings:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k: must be >= 1, got {self.k}")
-        cap = self.vector_metrics_max_users
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError(f"vector_metrics_max_users: must be a positive integer or null, got {cap!r}")
+        require_user_cap(self.vector_metrics_max_users, "vector_metrics_max_users")
 
 
 def evaluate_recommendations(

@@ -119,9 +119,7 @@ class EaseSettings:
             raise ValueError(f"tuning_ratio must be in (0, 1), got {self.tuning_ratio!r}")
         _require_positive_int(self.max_items, "max_items")
         _require_positive_int(self.top_n_neighbours, "top_n_neighbours")
-        if isinstance(self.dense_max_items, bool) or not isinstance(self.dense_max_items, int) or (
-                self.dense_max_items < 0):
-            raise ValueError(f"dense_max_items must be an integer >= 0, got {self.dense_max_items!r}")
+        _require_positive_int(self.dense_max_items, "dense_max_items", minimum=0)
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
 
@@ -158,9 +156,9 @@ def _require_exponent(value: object) -> None:
         raise ValueError(f"popularity_exponent must be a number >= 0, got {value!r}")
 
 
-def _require_positive_int(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _require_positive_int(value: object, name: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _require_columns(frame: DataFrame, columns: list[str], frame_name: str) -> None:
@@ -378,12 +376,7 @@ class EaseModel:
         column), as the CSR rows :func:`recspark.recommenders.sparse_topk.top_n_weighted_sums`
         scores: keys and items are both ``item_ids``."""
         rows, cols = _top_weights(self.weights, self.settings.top_n_neighbours)
-        order = np.lexsort((cols, rows))
-        rows, cols = rows[order], cols[order]
-        indptr = np.zeros(self.item_ids.size + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=self.item_ids.size), out=indptr[1:])
-        return SparseRows(self.item_ids, self.item_ids, indptr, cols.astype(np.int32),
-                          self.weights[rows, cols].astype(np.float64))
+        return SparseRows.from_entries(self.item_ids, self.item_ids, rows, cols, self.weights[rows, cols])
 
     def _recommend_sparse(self, history: DataFrame, n: int) -> DataFrame:
         pairs = history.select(USER_COL, ITEM_COL).distinct().withColumn("_w", F.lit(1.0))

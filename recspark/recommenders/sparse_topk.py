@@ -54,6 +54,17 @@ class SparseRows:
     indices: np.ndarray
     values: np.ndarray | None
 
+    @classmethod
+    def from_entries(cls, key_ids: np.ndarray, item_ids: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                     values: np.ndarray | None) -> SparseRows:
+        """From entries in any order: ``rows`` index ``key_ids``, ``cols`` index ``item_ids``,
+        ``values`` aligned with them (None: every entry is 1); one entry per (row, col)."""
+        order = np.lexsort((cols, rows))
+        indptr = np.zeros(key_ids.size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=key_ids.size), out=indptr[1:])
+        ordered = None if values is None else np.asarray(values, dtype=np.float64)[order]
+        return cls(key_ids, item_ids, indptr, cols[order].astype(np.int32), ordered)
+
     def matrix(self) -> sp.csr_matrix:
         values = np.ones(self.indices.size) if self.values is None else self.values
         return sp.csr_matrix((values, self.indices, self.indptr), shape=(self.key_ids.size, self.item_ids.size))
@@ -75,11 +86,7 @@ def collect_sparse_rows(frame: DataFrame, key_col: str, item_col: str, value_col
     keys, items = pairs["k"].to_numpy(np.int64), pairs["i"].to_numpy(np.int64)
     key_ids, rows = np.unique(keys, return_inverse=True)
     item_ids, cols = np.unique(items, return_inverse=True)
-    order = np.lexsort((cols, rows))
-    indptr = np.zeros(key_ids.size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=key_ids.size), out=indptr[1:])
-    values = None if value_col is None else pairs["v"].to_numpy(np.float64)[order]
-    return SparseRows(key_ids, item_ids, indptr, cols[order].astype(np.int32), values)
+    return SparseRows.from_entries(key_ids, item_ids, rows, cols, None if value_col is None else pairs["v"].to_numpy())
 
 
 def weighted_queries(entries: DataFrame, query_col: str, key_col: str, weight_col: str) -> DataFrame:
