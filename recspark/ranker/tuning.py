@@ -296,11 +296,12 @@ def fit_blends(inputs: BlendInputs, measure: Callable[[str], AbstractContextMana
 
         features = FeatureSet(tuple(inputs.ranker_sources), n, content=content)
         with measure("blends.ranker_fit"):
-            # features only for the users the ranker trains and is judged on (its row caps)
-            # materialised: joined with the plan it comes from, lists' lineage made each task
-            # binary 6-37 MiB (a Spark WARN per job)
+            # features only for the users the ranker trains and is judged on (its row caps),
+            # materialised (with lists' lineage each task binary was 6-37 MiB, a Spark WARN per
+            # job) under a fresh attribute: a checkpoint keeps the attribute of lists' user_idx,
+            # and Spark 3.5 cannot tell the two sides of the semi join apart
             users = training_users(lists.where(F.col("source").isin(list(inputs.ranker_sources))),
-                                   validation.labels, rc).select("user_idx").localCheckpoint()
+                                   validation.labels, rc).select(F.col("user_idx").alias("user_idx")).localCheckpoint()
             training = ranker_features(lists.join(F.broadcast(users), "user_idx", "left_semi"),
                                        fit_rows.select(*HISTORY_COLUMNS), features,
                                        item_embeddings=inputs.item_embeddings).localCheckpoint()

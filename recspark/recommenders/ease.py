@@ -46,6 +46,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recspark.evaluation.sampling import require_user_cap
 from recspark.recommenders.sparse_topk import (
     EXCLUDE_COL,
     KEYS_COL,
@@ -100,6 +101,9 @@ class EaseSettings:
     grid: the weekly tune's search (:func:`search_ease`, Cartesian product of ``reg_lambda`` x
         ``popularity_exponent``) on a ``tuning_ratio`` carve of train (stratified like the test split); the nights then
         fit with the recorded point when ``use_tuned_params`` (else with the two values above).
+    tuning_max_users: the search scores a seeded sample of at most this many validation users
+        (None: all); each grid point's lists cost ``users x n_items`` scores, so at 25k items and
+        38k validation users the lists, not the solve, were most of the search.
     """
 
     reg_lambda: float = 500.0
@@ -110,6 +114,7 @@ class EaseSettings:
     device: str = "auto"
     grid: EaseGrid = field(default_factory=lambda: EaseGrid())
     tuning_ratio: float = 0.1
+    tuning_max_users: int | None = 10_000
     use_tuned_params: bool = True
 
     def __post_init__(self) -> None:
@@ -120,6 +125,7 @@ class EaseSettings:
         _require_positive_int(self.max_items, "max_items")
         _require_positive_int(self.top_n_neighbours, "top_n_neighbours")
         _require_positive_int(self.dense_max_items, "dense_max_items", minimum=0)
+        require_user_cap(self.tuning_max_users, "tuning_max_users")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
 

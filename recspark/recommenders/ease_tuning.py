@@ -32,6 +32,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recspark.evaluation import ranking_metrics
+from recspark.evaluation.sampling import sample_users
 from recspark.featurize.splits import tuning_frames
 from recspark.io.session import frame_from_rows
 from recspark.recommenders.ease import EaseSettings, ease_weights, gram_matrix, torch_device
@@ -62,10 +63,12 @@ class EaseSearch:
         return max(self.trials, key=lambda t: t.ndcg)
 
 
-def search_ease(fit_rows: DataFrame, validation: DataFrame, settings: EaseSettings, k: int) -> EaseSearch:
+def search_ease(fit_rows: DataFrame, validation: DataFrame, settings: EaseSettings, k: int,
+                seed: int = 0) -> EaseSearch:
     """Every grid point of ``settings`` fitted on ``fit_rows`` (user_idx, item_idx) and scored on
-    ``validation`` (user_idx, item_idx). Raises :class:`recspark.recommenders.ease.CatalogueTooLarge`
-    above ``settings.max_items``.
+    ``validation`` (user_idx, item_idx), on a ``seed``-ed sample of at most
+    ``settings.tuning_max_users`` validation users (the same users for every point). Raises
+    :class:`recspark.recommenders.ease.CatalogueTooLarge` above ``settings.max_items``.
 
     One solve per ``reg_lambda``: ``popularity_exponent`` only scales ``B``'s columns, so the
     scores of every exponent are the unscaled scores times the column scale
@@ -74,7 +77,10 @@ def search_ease(fit_rows: DataFrame, validation: DataFrame, settings: EaseSettin
     item_ids, gram = gram_matrix(fit_rows, settings.max_items)
     device = torch_device(settings.device)
     spark = fit_rows.sparkSession
-    truth = validation.select("user_idx", "item_idx").distinct().cache()
+    truth = validation.select("user_idx", "item_idx").distinct()
+    if settings.tuning_max_users is not None:
+        truth = truth.join(F.broadcast(sample_users(truth, settings.tuning_max_users, seed)), "user_idx", "left_semi")
+    truth = truth.cache()
     users, history = _validation_histories(fit_rows, truth, item_ids)
     popularity = np.maximum(np.diagonal(gram), 1.0).astype(np.float64)
     exponents = [float(beta) for beta in settings.grid.popularity_exponent]
@@ -133,7 +139,7 @@ def search_ease_on_split(split: DataFrame, settings: EaseSettings, k: int, split
     ``stratify_by`` (:func:`recspark.featurize.splits.tuning_frames`)."""
     fit_rows, validation = tuning_frames(split.where(F.col("split") != "test"), settings.tuning_ratio, split_seed,
                                          stratify_by)
-    return search_ease(fit_rows, validation, settings, k)
+    return search_ease(fit_rows, validation, settings, k, split_seed)
 
 
 def tuned_params_json(params: dict[str, Any]) -> str:

@@ -23,9 +23,10 @@ FIT_ROWS = [(0, 10), (0, 12), (1, 10), (2, 12), (2, 13), (3, 10), (3, 13), (3, 1
 VALIDATION = [(0, 14), (2, 10), (5, 14)]
 
 
-def numpy_hit_rate(reg_lambda: float, popularity_exponent: float) -> float:
+def numpy_hit_rate(reg_lambda: float, popularity_exponent: float, users: set[int] | None = None) -> float:
     """NDCG@1 (= hit rate at 1) of EASE in float64 numpy: B from Steck's closed form, column j
-    scaled by popularity_j^-popularity_exponent, seen items excluded, ties to the smaller id."""
+    scaled by popularity_j^-popularity_exponent, seen items excluded, ties to the smaller id;
+    mean over ``users`` (default: every validation user)."""
     x = np.zeros((6, len(ITEMS)))
     for user, item in FIT_ROWS:
         x[user, ITEMS.index(item)] = 1.0
@@ -35,7 +36,7 @@ def numpy_hit_rate(reg_lambda: float, popularity_exponent: float) -> float:
     np.fill_diagonal(b, 0.0)
     b *= np.diag(gram)[None, :] ** -popularity_exponent
     hits = []
-    for user in sorted({u for u, _ in VALIDATION}):
+    for user in sorted(users if users is not None else {u for u, _ in VALIDATION}):
         scores = x[user] @ b
         scores[x[user] > 0] = -np.inf
         top = ITEMS[np.lexsort((np.arange(len(ITEMS)), -scores))[0]]
@@ -107,3 +108,20 @@ def test_one_solve_per_reg_lambda_serves_every_popularity_exponent(spark, monkey
     assert solves == [(0.5, 0.0), (50.0, 0.0)]
     for trial in search.trials:
         assert trial.ndcg == pytest.approx(numpy_hit_rate(**trial.params)), trial.params
+
+
+def test_the_search_scores_a_seeded_sample_of_validation_users(spark):
+    from recspark.evaluation.sampling import sample_users
+
+    grid = EaseGrid(reg_lambda=[0.5, 50.0], popularity_exponent=[0.0, 2.0])
+    fit_rows = spark.createDataFrame(FIT_ROWS, "user_idx int, item_idx int")
+    validation = spark.createDataFrame(VALIDATION, "user_idx int, item_idx int")
+    sampled = {r.user_idx for r in sample_users(validation, 2, 7).collect()}
+    assert len(sampled) == 2
+    search = search_ease(fit_rows, validation, EaseSettings(grid=grid, device="cpu", tuning_max_users=2), k=1, seed=7)
+    for trial in search.trials:
+        assert trial.ndcg == pytest.approx(numpy_hit_rate(**trial.params, users=sampled)), trial.params
+    everyone = search_ease(fit_rows, validation, EaseSettings(grid=grid, device="cpu", tuning_max_users=3), k=1)
+    assert [t.ndcg for t in everyone.trials] == pytest.approx([2 / 3, 1 / 3, 2 / 3, 2 / 3])
+    with pytest.raises(ValueError, match="tuning_max_users"):
+        EaseSettings(tuning_max_users=0)
