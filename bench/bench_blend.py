@@ -69,12 +69,12 @@ class ValidationLists:
     refit_seconds: dict[str, float]
 
 
-def open_warehouse(warehouse: str, overrides: list[str]) -> tuple[Config, StageTables]:
-    """The config and the rerank stage's declared tables of ``warehouse`` (a local[2] session)."""
+def open_warehouse(warehouse: str, overrides: list[str], stage_name: str = "rerank") -> tuple[Config, StageTables]:
+    """The config and the ``stage_name`` stage's declared tables of ``warehouse`` (a local[2] session)."""
     config = load_config(None, [f"warehouse={warehouse}", "spark.master=local[2]", *overrides])
     spark = build_spark_session(config.spark)
     spark.sparkContext.setCheckpointDir(config.checkpoint_dir())
-    declared = stage("rerank")
+    declared = stage(stage_name)
     return config, StageTables(DeltaTables.from_config(spark, config), declared.name, declared.reads, ())
 
 
