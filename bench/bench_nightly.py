@@ -32,6 +32,9 @@ absent) with the tables, the command and the machine's load average. Every finis
 recorded in ``<root>/n<size>/steps.json``; ``--resume`` keeps those (up to the first failed one)
 and runs the remaining steps on the same warehouse, so a long run survives an interruption or
 a fix to a failed stage (the table then mixes the steps' commits: say so beside it).
+``--combine`` adds earlier runs' ``results.json`` rows to the tables, slopes and plot without
+rerunning them (``--sizes`` with no value runs nothing), e.g. a 5M run beside the 1M run of the
+same day.
 """
 from __future__ import annotations
 
@@ -279,23 +282,33 @@ def write_section(path: Path, section: str) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000])
     parser.add_argument("--root", default="/tmp/bench_nightly")
     parser.add_argument("--write", help="markdown file whose bench_nightly section is replaced")
     parser.add_argument("--plot", help="PNG path for the log-log plot (two or more sizes)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the finished steps recorded in <root>/n<size>/steps.json and run the rest")
+    parser.add_argument("--combine", nargs="+", default=[], metavar="RESULTS_JSON",
+                        help="earlier runs' results.json: their sizes are tabled and plotted beside this run's "
+                             "(a size in a later file or measured now replaces an earlier file's); say in "
+                             "BENCHMARKS.md when each was run")
     args = parser.parse_args(argv)
     root = Path(args.root)
     load_start = list(os.getloadavg())
     rows = []
+    for path in args.combine:  # a size in a later file, or measured now, replaces an earlier file's
+        earlier = json.loads(Path(path).read_text())
+        rows = [r for r in rows if r["n"] not in {e["n"] for e in earlier}] + earlier
+    rows = [r for r in rows if r["n"] not in args.sizes]
     for n in args.sizes:  # results.json after each size, so a long run's finished sizes survive an interruption
         rows += bench_size(n, root, args.resume)
         (root / "results.json").write_text(json.dumps(rows, indent=2))
     load_end = list(os.getloadavg())
     command = "PYTHONPATH=. .venv/bin/python bench/bench_nightly.py --sizes " + " ".join(map(str, args.sizes))
+    if args.combine:
+        command += " --combine " + " ".join(args.combine)
     plot = None
-    if args.plot and len(set(args.sizes)) >= 2:
+    if args.plot and len({r["n"] for r in rows}) >= 2:
         plot_scaling([r for r in rows if r["kind"] == NIGHT_2], Path(args.plot))
         plot = os.path.relpath(args.plot, Path(args.write).parent) if args.write else args.plot
         command += f" --plot {args.plot}"
