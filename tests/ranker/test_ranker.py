@@ -8,7 +8,7 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
-from recspark.ranker.features import NO_HISTORY_DAYS, FeatureSet, ranker_features
+from recspark.ranker.features import NO_HISTORY_DAYS, FeatureSet, content_similarity_feature, ranker_features
 from recspark.ranker.lambdarank import (
     LearnedRanker,
     RankerModel,
@@ -80,6 +80,24 @@ def test_feature_columns_on_a_hand_made_frame(spark, hand_made):
         ", ".join(["user_idx int", "item_idx int"] + [f"{c} double" for c in feature_set.columns]),
     )
     assert_approx_df_equality(frame, expected, 1e-6, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_content_similarity_is_the_cosine_of_profile_and_item_and_skips_pairs_without_both(spark):
+    embeddings = spark.createDataFrame(
+        [(1, [1.0, 0.0]), (2, [0.0, 1.0]), (10, [1.0, 0.0]), (11, [0.0, 2.0]), (12, [3.0, 3.0]), (20, [0.0, 0.0])],
+        "item_idx int, embedding array<float>")
+    # user 1's profile is the mean of items 1 and 2; user 2's is item 10; user 4's history has no
+    # embedding and user 3 has no history: neither has a profile
+    history = spark.createDataFrame([(1, 1, _ts(1)), (1, 2, _ts(2)), (2, 10, _ts(3)), (4, 50, _ts(3))],
+                                    "user_idx int, item_idx int, event_ts timestamp")
+    pairs = spark.createDataFrame([(1, 10), (1, 11), (1, 12), (1, 99), (2, 11), (2, 20), (2, 12), (3, 10), (4, 10)],
+                                  "user_idx int, item_idx int")
+    half = float(np.sqrt(0.5))
+    expected = spark.createDataFrame(
+        [(1, 10, half), (1, 11, half), (1, 12, 1.0), (2, 11, 0.0), (2, 20, 0.0), (2, 12, half)],
+        "user_idx int, item_idx int, content_similarity double")
+    assert_approx_df_equality(content_similarity_feature(pairs, history, embeddings), expected, 1e-6,
+                              ignore_nullable=True, ignore_row_order=True)
 
 
 def test_features_need_the_inputs_they_declare(spark, hand_made):
