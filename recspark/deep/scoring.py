@@ -33,6 +33,7 @@ from recspark.deep.models import rebuild_model
 from recspark.deep.ranking import score_pairs
 from recspark.deep.training import autocast_dtype, select_device
 
+GRID_BUCKETS = 64  # user groups of the hybrid's grid search (one pandas call each)
 # Python-worker cache of rebuilt models, keyed by the digest of their serialized state.
 _WORKER_MODELS: dict[str, nn.Module] = {}
 
@@ -131,7 +132,11 @@ def weight_grid(sources: Sequence[str], values: Sequence[float]) -> list[dict[st
 
 def _grid_ndcg(normalised: DataFrame, truth: DataFrame, sources: Sequence[str], grid: list[dict[str, float]], k: int) -> DataFrame:
     """user_idx, combo (index into ``grid``), ndcg: NDCG@k of each user's blend for every grid
-    point, over the users with ``truth`` pairs (binary relevance, IDCG over min(|truth|, k))."""
+    point, over the users with ``truth`` pairs (binary relevance, IDCG over min(|truth|, k)).
+
+    The users are hashed into :data:`GRID_BUCKETS` groups and each group's users are scored in
+    one pandas call: one call per user (38,008 validation users at 5M interactions) cost about
+    7 ms each in Spark's per-group Arrow round trips, more than the scoring itself."""
     weights = np.array([[combo[s] for s in sources] for combo in grid], dtype=np.float64).T  # [S, C]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     relevant = truth.select("user_idx", "item_idx", F.lit(1).alias("relevant")).distinct()
@@ -141,18 +146,27 @@ def _grid_ndcg(normalised: DataFrame, truth: DataFrame, sources: Sequence[str], 
         .fillna(0.0, subset=list(sources))
         .join(relevant, ["user_idx", "item_idx"], "left").fillna(0, subset=["relevant"])
         .join(counts, "user_idx")
+        .withColumn("_bucket", F.pmod(F.xxhash64("user_idx"), F.lit(GRID_BUCKETS)))
     )
 
-    def user_ndcg(frame: pd.DataFrame) -> pd.DataFrame:
-        scores = frame[list(sources)].to_numpy(np.float64) @ weights  # [items, C]
-        order = np.lexsort((np.broadcast_to(frame["item_idx"].to_numpy()[:, None], scores.shape), -scores), axis=0)
-        top = order[:k]  # [min(k, items), C]
-        hits = frame["relevant"].to_numpy(np.float64)[top]
-        idcg = discounts[: min(int(frame["n_relevant"].iloc[0]), k)].sum()
-        ndcg = (hits * discounts[: len(top), None]).sum(0) / idcg
-        return pd.DataFrame({"user_idx": int(frame["user_idx"].iloc[0]), "combo": np.arange(len(grid)), "ndcg": ndcg})
+    def bucket_ndcg(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.sort_values(["user_idx", "item_idx"], kind="stable")
+        users = frame["user_idx"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+        ends = np.r_[starts[1:], users.size]
+        values = frame[list(sources)].to_numpy(np.float64)
+        hits_all, n_relevant = frame["relevant"].to_numpy(np.float64), frame["n_relevant"].to_numpy()
+        ndcg = np.empty((starts.size, len(grid)))
+        for row, (first, last) in enumerate(zip(starts, ends)):
+            scores = values[first:last] @ weights  # [items, C], items in ascending id order
+            top = np.argsort(-scores, axis=0, kind="stable")[:k]  # ties: the smaller item id first
+            idcg = discounts[: min(int(n_relevant[first]), k)].sum()
+            ndcg[row] = (hits_all[first:last][top] * discounts[: len(top), None]).sum(0) / idcg
+        return pd.DataFrame({"user_idx": np.repeat(users[starts], len(grid)).astype(np.int64),
+                             "combo": np.tile(np.arange(len(grid), dtype=np.int32), starts.size),
+                             "ndcg": ndcg.ravel()})
 
-    return wide.groupBy("user_idx").applyInPandas(user_ndcg, "user_idx long, combo int, ndcg double")
+    return wide.groupBy("_bucket").applyInPandas(bucket_ndcg, "user_idx long, combo int, ndcg double")
 
 
 @dataclass

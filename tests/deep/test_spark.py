@@ -213,6 +213,40 @@ def test_hybrid_weights_pick_the_source_that_finds_the_validation_items(spark):
     assert firsts == {(10, 1.0)} and hybrid.count() == 40
 
 
+def test_grid_ndcg_of_many_users_in_one_bucket_equals_each_user_scored_alone(spark):
+    # users of different list lengths, relevant counts and ties share the grid's pandas calls
+    rng = np.random.default_rng(3)
+    rows, truth_rows = [], []
+    for user in range(150):
+        items = rng.choice(40, size=int(rng.integers(1, 12)), replace=False)
+        for item in items:
+            for source in ("a", "b"):
+                if rng.random() < 0.7:
+                    rows.append((user, int(item), source, float(rng.integers(0, 3)) / 2))
+        truth_rows += [(user, int(item)) for item in rng.choice(40, size=int(rng.integers(1, 4)), replace=False)]
+    normalised = spark.createDataFrame(rows, "user_idx int, item_idx int, source string, norm_score double")
+    truth = spark.createDataFrame(truth_rows, "user_idx int, item_idx int")
+    grid_values, k = [0.0, 0.5, 1.0], 3
+    tuning = tune_blend_weights(normalised, truth, ["a", "b"], grid_values, k)
+
+    def expected_ndcg(weights):
+        per_user = []
+        for user in sorted({u for u, *_ in rows} & {u for u, _ in truth_rows}):
+            scores = {}
+            for u, item, source, value in rows:
+                if u == user:
+                    scores[item] = scores.get(item, 0.0) + weights[source] * value
+            top = sorted(scores, key=lambda item: (-scores[item], item))[:k]
+            relevant = {i for u, i in truth_rows if u == user}
+            dcg = sum(1 / np.log2(rank + 2) for rank, item in enumerate(top) if item in relevant)
+            per_user.append(dcg / sum(1 / np.log2(rank + 2) for rank in range(min(len(relevant), k))))
+        return float(np.mean(per_user))
+
+    assert [w for w, _ in tuning.grid_ndcg] == weight_grid(["a", "b"], grid_values)
+    for weights, ndcg in tuning.grid_ndcg:
+        assert ndcg == pytest.approx(expected_ndcg(weights)), weights
+
+
 def test_blend_is_the_weighted_sum_of_normalised_scores(spark):
     normalised = spark.createDataFrame(
         [(0, 1, "a", 1.0), (0, 2, "a", 0.0), (0, 2, "b", 1.0), (0, 3, "b", 0.5)],
