@@ -16,10 +16,8 @@ def require_user_cap(value: object, name: str) -> None:
 
 def sample_users(frame: DataFrame, max_users: int | None, seed: int, user_col: str = "user_idx") -> DataFrame:
     """The distinct ``user_col`` values of ``frame``, at most ``max_users`` of them (those with
-    the smallest seeded xxhash64, ties by id; None: all), materialised under a fresh attribute
-    (a checkpoint keeps its input's attribute, and Spark 3.5 cannot resolve some joins of the
-    sample with the frame it came from)."""
-    users = frame.select(F.col(user_col).alias(user_col)).distinct()
+    the smallest seeded xxhash64, ties by id; None: all), materialised."""
+    users = frame.select(user_col).distinct()
     if max_users is not None:
         users = users.orderBy(F.xxhash64(F.col(user_col), F.lit(seed + 1)), user_col).limit(max_users)
     return users.localCheckpoint()
