@@ -149,3 +149,6 @@ def test_frames_from_driver_rows_keep_every_task_within_the_value_budget(spark):
     assert frame.rdd.getNumPartitions() == -(-192_000 // MAX_VALUES_PER_TASK) == 5
     assert frame.count() == 12_000 and frame.where("id = 11999").first()["features"][0] == 11999.0
     assert frame_from_rows(spark, [(1,)], "id int").rdd.getNumPartitions() == 1
+    # materialised: coalesced (as top-K scoring does) its tasks read blocks, not the rows in the task
+    lineage = frame.coalesce(1).rdd.toDebugString().decode()
+    assert "LocalCheckpointRDD" in lineage and "ParallelCollectionRDD" not in lineage
