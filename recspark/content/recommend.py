@@ -74,7 +74,18 @@ class ContentSettings:
         require_user_cap(self.cold_max_users, "cold_max_users")
 
 
-def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: float | None) -> DataFrame:
+def embedding_table(embeddings: DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids ascending as int64, float32 items x dimension embeddings in that order) of
+    ``embeddings`` (item_idx, embedding), collected to the driver."""
+    vectors = embeddings.select(F.col("item_idx").cast("long").alias("item_idx"), "embedding").toPandas()
+    order = np.argsort(vectors["item_idx"].to_numpy(), kind="stable")
+    item_ids = vectors["item_idx"].to_numpy()[order]
+    matrix = np.stack(vectors["embedding"].to_numpy()[order]).astype(np.float32) if len(order) else np.zeros((0, 0))
+    return item_ids, matrix
+
+
+def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: float | None,
+                  table: tuple[np.ndarray, np.ndarray] | None = None) -> DataFrame:
     """(user_idx, ``profile`` array<float> unit length, ``n_items`` int) per user of ``history``.
 
     Inputs: ``history`` (user_idx, item_idx, event_ts timestamp; one row per interaction),
@@ -83,7 +94,8 @@ def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: flo
     ``half_life_days`` None: a plain mean. The embeddings are collected to the driver and
     broadcast (items x dimension x 4 bytes: 154 MB for 100k items of 384 dimensions); each task
     averages a batch of users' histories with one sparse (users x items) x dense product, instead
-    of shipping an embedding per history pair through a shuffle.
+    of shipping an embedding per history pair through a shuffle. ``table``: the
+    :func:`embedding_table` of ``embeddings`` when the caller has collected it already.
     """
     _require(history, ["user_idx", "item_idx", "event_ts"], "history")
     _require(embeddings, ["item_idx", "embedding"], "embeddings")
@@ -98,11 +110,7 @@ def user_profiles(history: DataFrame, embeddings: DataFrame, half_life_days: flo
     entries = F.struct(F.col("item_idx").cast("long").alias("item"), weight.cast("double").alias("weight"))
     histories = pairs.select("user_idx", entries.alias("_e")).groupBy("user_idx").agg(
         F.collect_list("_e").alias("_h"), F.count(F.lit(1)).cast("int").alias("n_items"))
-    vectors = embeddings.select(F.col("item_idx").cast("long").alias("item_idx"), "embedding").toPandas()
-    order = np.argsort(vectors["item_idx"].to_numpy(), kind="stable")
-    item_ids = vectors["item_idx"].to_numpy()[order]
-    matrix = np.stack(vectors["embedding"].to_numpy()[order]).astype(np.float32) if len(order) else np.zeros((0, 0))
-    shared = history.sparkSession.sparkContext.broadcast((item_ids, matrix))
+    shared = history.sparkSession.sparkContext.broadcast(table if table is not None else embedding_table(embeddings))
 
     def mean_profiles(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         ids, table = shared.value

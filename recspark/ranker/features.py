@@ -35,7 +35,7 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from recspark.content.recommend import user_profiles
+from recspark.content.recommend import embedding_table, user_profiles
 from recspark.recommenders.sparse_topk import known_positions, list_elements
 
 SECONDS_PER_DAY = 86_400.0
@@ -157,11 +157,9 @@ def content_similarity_feature(pairs: DataFrame, history: DataFrame, item_embedd
     interactions) was most of the ranker's feature cost. Each task dots
     :data:`COSINE_CHUNK_PAIRS` pairs at a time."""
     _require(item_embeddings, ["item_idx", "embedding"], "item_embeddings")
-    profiles = user_profiles(history, item_embeddings, None).select("user_idx", "profile")
-    vectors = item_embeddings.select(F.col("item_idx").cast("long").alias("item_idx"), "embedding").toPandas()
-    order = np.argsort(vectors["item_idx"].to_numpy(), kind="stable")
-    item_ids = vectors["item_idx"].to_numpy()[order]
-    matrix = np.stack(vectors["embedding"].to_numpy()[order]).astype(np.float64) if order.size else np.zeros((0, 1))
+    item_ids, table = embedding_table(item_embeddings)
+    profiles = user_profiles(history, item_embeddings, None, (item_ids, table)).select("user_idx", "profile")
+    matrix = table.astype(np.float64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     shared = pairs.sparkSession.sparkContext.broadcast(
         (item_ids, (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)))

@@ -72,8 +72,8 @@ def search_ease(fit_rows: DataFrame, validation: DataFrame, settings: EaseSettin
 
     One solve per ``reg_lambda``: ``popularity_exponent`` only scales ``B``'s columns, so the
     scores of every exponent are the unscaled scores times the column scale
-    (:func:`exponent_scores`). A trial's ``seconds`` is its share of the solve plus its own lists
-    and metric."""
+    (:func:`_top_k_lists`' ``column_scales``). A trial's ``seconds`` is its share of the solve plus
+    its own lists and metric."""
     item_ids, gram = gram_matrix(fit_rows, settings.max_items)
     device = torch_device(settings.device)
     spark = fit_rows.sparkSession
