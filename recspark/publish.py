@@ -7,7 +7,8 @@ compares a run's :class:`PublishStats` with the last published run's.
 
 Reliability pieces: :func:`gate_baseline` picks the last *unforced* publish as the baseline,
 :func:`evaluate_gate` reports every check it could not make (a missing metric is a breach or a
-warning by :class:`GateSettings`), :func:`latest_source` / :func:`latest_in_step` pair
+warning by :class:`GateSettings`, and so is a catalog-coverage drop on the first night after a
+retune), :func:`latest_source` / :func:`latest_in_step` pair
 ``recommendations_latest`` with the dated table, and :func:`require_same_fit` refuses user and
 item factors of different fits.
 """
@@ -25,6 +26,8 @@ from recspark.recommenders.item_similarity import NEIGHBOR_COL
 # Fill order after the champion: the blends, then single sources by their MovieLens test NDCG
 # (BENCHMARKS.md), content and popularity last (they serve every known user).
 DEFAULT_SOURCES = ("ranker", "hybrid", "ease", "als", "user_knn", "item_item", "content", "popularity")
+GATE_ACTIONS = ("breach", "warn")  # what a gate check that is not a plain breach becomes
+CATALOG_COVERAGE = "catalog coverage"
 
 
 @dataclass
@@ -40,6 +43,9 @@ class PublishSettings:
     min_user_coverage: float = 0.99  # share of known users that must get a list
     max_relative_drop: float = 0.2  # users, rows, coverage, metric may fall at most this much
     on_missing_metric: str = "breach"  # no evaluation metric tonight: breach (refuse) | warn
+    # catalog coverage fell past max_relative_drop on the first night of other blends (a retune):
+    # warn (default; the tune chose on validation NDCG, not coverage) | breach
+    on_retuned_coverage_drop: str = "warn"
     force: bool = False  # publish despite gate breaches (``--force``)
 
     def __post_init__(self) -> None:
@@ -55,6 +61,7 @@ class PublishSettings:
             min_user_coverage=self.min_user_coverage,
             max_relative_drop=self.max_relative_drop,
             on_missing_metric=self.on_missing_metric,
+            on_retuned_coverage_drop=self.on_retuned_coverage_drop,
         )
 
 
@@ -150,13 +157,16 @@ def with_explanations(recommendations: DataFrame, user_index: DataFrame, items: 
 @dataclass
 class PublishStats:
     """What the quality gate compares between runs. ``metric`` is the evaluation metric of
-    the primary source (None when this run was not evaluated)."""
+    the primary source (None when this run was not evaluated); ``blends`` names where the
+    night's blends came from (rerank's ``blends_from``: the tune run or an in-stage fit; "" when
+    not recorded), so the gate can tell a retune from a regression."""
 
     users: int
     known_users: int
     rows: int
     catalog_coverage: float
     metric: float | None
+    blends: str = ""
 
     @property
     def user_coverage(self) -> float:
@@ -169,6 +179,7 @@ class PublishStats:
             "gate.rows": str(self.rows),
             "gate.catalog_coverage": repr(self.catalog_coverage),
             "gate.metric": "" if self.metric is None else repr(self.metric),
+            "gate.blends": self.blends,
         }
 
     @classmethod
@@ -184,7 +195,25 @@ class PublishStats:
             rows=int(values["gate.rows"]),
             catalog_coverage=float(values["gate.catalog_coverage"]),
             metric=None if metric is None else float(metric),
+            blends=values.get("gate.blends", ""),
         )
+
+
+def relative_drops(current: PublishStats, previous: PublishStats, max_relative_drop: float) -> dict[str, str]:
+    """Check name -> reason for each of users, rows, catalog coverage and the metric that fell
+    more than ``max_relative_drop`` (a fraction) below ``previous``; a value missing on either
+    side, or a baseline <= 0, is not compared."""
+    pairs = {
+        "users with recommendations": (current.users, previous.users),
+        "rows": (current.rows, previous.rows),
+        CATALOG_COVERAGE: (current.catalog_coverage, previous.catalog_coverage),
+        "evaluation metric": (current.metric, previous.metric),
+    }
+    return {
+        name: f"{name} fell from {before:g} to {now:g} (more than {max_relative_drop:.0%} below the last published run)"
+        for name, (now, before) in pairs.items()
+        if now is not None and before is not None and before > 0 and now < before * (1 - max_relative_drop)
+    }
 
 
 def gate_breaches(
@@ -204,43 +233,43 @@ def gate_breaches(
         )
     if previous is None:
         return breaches
-    pairs = {
-        "users with recommendations": (current.users, previous.users),
-        "rows": (current.rows, previous.rows),
-        "catalog coverage": (current.catalog_coverage, previous.catalog_coverage),
-        "evaluation metric": (current.metric, previous.metric),
-    }
-    for name, (now, before) in pairs.items():
-        if now is None or before is None or before <= 0:
-            continue
-        if now < before * (1 - max_relative_drop):
-            breaches.append(
-                f"{name} fell from {before:g} to {now:g} (more than {max_relative_drop:.0%} below the last published run)"
-            )
-    return breaches
+    return breaches + list(relative_drops(current, previous, max_relative_drop).values())
 
 
-MISSING_METRIC_ACTIONS = ("breach", "warn")
 
 
 @dataclass
 class GateSettings:
     """The quality gate: ``min_user_coverage`` (share of known users), ``max_relative_drop`` (a
-    fraction) and what a check that cannot be made because the evaluation metric is missing
-    becomes: ``on_missing_metric`` ``breach`` (refuse unless forced) or ``warn`` (a loud warning)."""
+    fraction), what a check that cannot be made because the evaluation metric is missing
+    becomes (``on_missing_metric``), and what a catalog-coverage drop becomes on the first night
+    whose blends differ from the baseline's, i.e. after a retune (``on_retuned_coverage_drop``):
+    ``breach`` (refuse unless forced) or ``warn`` (a loud warning).
+
+    Why a retune's coverage drop warns by default: the tune picks the blends with the best
+    validation NDCG, and a more accurate ranker often concentrates on fewer items (at 5M the
+    tuned ranker's coverage fell 27% while its NDCG rose), so refusing would block every first
+    night after a tune for a change the operator asked for. Users, rows, user coverage and the
+    metric stay gated across a retune: a tune must never lose users or accuracy."""
 
     min_user_coverage: float = 0.99
     max_relative_drop: float = 0.2
     on_missing_metric: str = "breach"
+    on_retuned_coverage_drop: str = "warn"
 
     def __post_init__(self):
         if not 0 <= self.min_user_coverage <= 1:
             raise ValueError(f"publish.min_user_coverage must be in [0, 1], got {self.min_user_coverage}")
         if not 0 <= self.max_relative_drop <= 1:
             raise ValueError(f"publish.max_relative_drop must be in [0, 1], got {self.max_relative_drop}")
-        if self.on_missing_metric not in MISSING_METRIC_ACTIONS:
+        if self.on_missing_metric not in GATE_ACTIONS:
             raise ValueError(
-                f"publish.on_missing_metric must be one of {MISSING_METRIC_ACTIONS}, got {self.on_missing_metric!r}"
+                f"publish.on_missing_metric must be one of {GATE_ACTIONS}, got {self.on_missing_metric!r}"
+            )
+        if self.on_retuned_coverage_drop not in GATE_ACTIONS:
+            raise ValueError(
+                f"publish.on_retuned_coverage_drop must be one of {GATE_ACTIONS}, "
+                f"got {self.on_retuned_coverage_drop!r}"
             )
 
 
@@ -277,7 +306,8 @@ def gate_baseline(history: list[Commit], run_date: str) -> PublishStats | None:
             break
     if baseline is None:
         return None
-    return PublishStats(baseline.users, baseline.known_users, baseline.rows, baseline.catalog_coverage, metric)
+    return PublishStats(baseline.users, baseline.known_users, baseline.rows, baseline.catalog_coverage, metric,
+                        baseline.blends)
 
 
 def gate_skipped_checks(current: PublishStats, previous: PublishStats | None) -> tuple[list[str], list[str]]:
@@ -290,21 +320,32 @@ def gate_skipped_checks(current: PublishStats, previous: PublishStats | None) ->
     elif previous.metric is None:
         other.append("evaluation metric: no earlier unforced publish has one to compare with")
     for name, before in (("users with recommendations", previous.users), ("rows", previous.rows),
-                         ("catalog coverage", previous.catalog_coverage)):
+                         (CATALOG_COVERAGE, previous.catalog_coverage)):
         if before <= 0:
             other.append(f"{name}: the baseline has {before:g}")
     return metric, other
 
 
+def retuned(current: PublishStats, previous: PublishStats | None) -> bool:
+    """Tonight's blends differ from the baseline's (both recorded): the first night after a tune."""
+    return previous is not None and bool(current.blends) and bool(previous.blends) and current.blends != previous.blends
+
+
 def evaluate_gate(current: PublishStats, previous: PublishStats | None, settings: GateSettings) -> GateVerdict:
     """:func:`gate_breaches` plus every skipped check: a missing metric is a breach or a warning
-    by ``settings.on_missing_metric``; the other skips (first publish, empty baseline) are warnings."""
+    by ``settings.on_missing_metric``; the other skips (first publish, empty baseline) are
+    warnings; a catalog-coverage drop after a retune (:func:`retuned`) is a warning unless
+    ``settings.on_retuned_coverage_drop`` is ``breach``."""
     missing_metric, other = gate_skipped_checks(current, previous)
-    verdict = GateVerdict(
-        breaches=gate_breaches(current, previous, settings.min_user_coverage, settings.max_relative_drop),
-        warnings=list(other),
-        skipped=missing_metric + other,
-    )
+    breaches = gate_breaches(current, None, settings.min_user_coverage, settings.max_relative_drop)
+    warnings = list(other)
+    if previous is not None:
+        drops = relative_drops(current, previous, settings.max_relative_drop)
+        if CATALOG_COVERAGE in drops and retuned(current, previous) and settings.on_retuned_coverage_drop == "warn":
+            warnings.append(f"{drops.pop(CATALOG_COVERAGE)}; allowed on the first night after a retune "
+                            f"(blends {previous.blends!r} -> {current.blends!r})")
+        breaches.extend(drops.values())
+    verdict = GateVerdict(breaches=breaches, warnings=warnings, skipped=missing_metric + other)
     if settings.on_missing_metric == "breach":
         verdict.breaches.extend(f"check not made: {m}" for m in missing_metric)
     else:

@@ -79,8 +79,9 @@ def test_explanations_name_the_because_title(spark):
     ]
 
 
-def stats(users=100, rows=1000, coverage=0.1, metric=0.3, known=100):
-    return PublishStats(users=users, known_users=known, rows=rows, catalog_coverage=coverage, metric=metric)
+def stats(users=100, rows=1000, coverage=0.1, metric=0.3, known=100, blends=""):
+    return PublishStats(users=users, known_users=known, rows=rows, catalog_coverage=coverage, metric=metric,
+                        blends=blends)
 
 
 def test_gate_passes_a_comparable_run_and_the_first_run():
@@ -101,7 +102,7 @@ def test_gate_skips_a_metric_that_one_run_lacks():
 
 
 def test_stats_round_trip_through_commit_metadata():
-    original = stats(metric=None)
+    original = stats(metric=None, blends="tuned_params 2024-03-01 r1")
     metadata = {f"recspark.{k}": v for k, v in original.as_metadata().items()}
     assert PublishStats.from_metadata(metadata) == original
     assert PublishStats.from_metadata({"recspark.stage": "publish"}) is None
@@ -137,6 +138,27 @@ def test_a_missing_metric_is_a_breach_or_a_warning_by_setting():
     assert warned.breaches == [] and "has no evaluation" in warned.warnings[0]
     assert refused.skipped == warned.skipped and len(warned.skipped) == 1
     assert evaluate_gate(stats(), baseline, GateSettings()).skipped == []
+
+
+def test_a_coverage_drop_after_a_retune_warns_and_every_other_drop_still_refuses():
+    before = stats(coverage=0.10, blends="in-stage fit")
+    retuned = stats(coverage=0.07, blends="tuned_params 2024-03-01 r1")
+    verdict = evaluate_gate(retuned, before, GateSettings())
+    assert verdict.breaches == []
+    assert verdict.warnings == ["catalog coverage fell from 0.1 to 0.07 (more than 20% below the last published run); "
+                                "allowed on the first night after a retune (blends 'in-stage fit' -> "
+                                "'tuned_params 2024-03-01 r1')"]
+    strict = evaluate_gate(retuned, before, GateSettings(on_retuned_coverage_drop="breach"))
+    assert [b for b in strict.breaches if b.startswith("catalog coverage fell")] and strict.warnings == []
+    same_blends = evaluate_gate(stats(coverage=0.07, blends="in-stage fit"), before, GateSettings())
+    assert [b for b in same_blends.breaches if b.startswith("catalog coverage fell")]
+    unrecorded = evaluate_gate(stats(coverage=0.07, blends="tuned_params 2024-03-01 r1"), stats(), GateSettings())
+    assert [b for b in unrecorded.breaches if b.startswith("catalog coverage fell")]  # baseline older than the key
+    worse = evaluate_gate(stats(coverage=0.07, metric=0.2, rows=700, blends="tuned_params 2024-03-01 r1"), before,
+                          GateSettings())
+    assert sorted(b.split(" fell")[0] for b in worse.breaches) == ["evaluation metric", "rows"]
+    with pytest.raises(ValueError, match="on_retuned_coverage_drop"):
+        GateSettings(on_retuned_coverage_drop="ignore")
 
 
 def test_the_first_publish_reports_its_skipped_comparisons_as_warnings():

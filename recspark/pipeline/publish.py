@@ -15,7 +15,9 @@ registered ranker), else the ALS factors'.
 The gate (:func:`recspark.publish.evaluate_gate`) compares this run with the last unforced
 publish of another date (stats in the table's commit metadata): user coverage of the known
 users, rows, catalog coverage and the evaluation metric of the first source (``publish.metric``
-at ``evaluation.k`` from this run date's ``metrics``). A breach raises
+at ``evaluation.k`` from this run date's ``metrics``); a catalog-coverage drop on the first night
+whose blends (``recspark.blends_from``) differ from the baseline's, i.e. after a retune, warns
+unless ``publish.on_retuned_coverage_drop`` is ``breach``. A breach raises
 :class:`~recspark.publish.QualityGateError` and nothing is written, unless ``publish.force``
 (``--force``), which publishes and records ``forced`` in the commit (a forced publish is never
 a later baseline). Every check that could not be made is logged.
@@ -65,6 +67,7 @@ from recspark.recommenders.item_similarity import COOCCURRENCE_METHOD
 log = logging.getLogger(__name__)
 
 CHAMPION_KEY = "recspark.champion"  # rerank's commit metadata: the list that won on validation
+BLENDS_FROM_KEY = "recspark.blends_from"  # rerank's commit metadata: the tune run (or in-stage fit) of the blends
 
 
 @dataclass
@@ -143,6 +146,7 @@ def run_publish(ctx: StageContext) -> PublishResult:
     stats = PublishStats(
         users=summary["users"], known_users=history.select("user_idx").distinct().count(), rows=summary["rows"],
         catalog_coverage=summary["distinct_items"] / max(1, item_index.count()), metric=_evaluation_metric(ctx, sources[0]),
+        blends=candidates_metadata.get(BLENDS_FROM_KEY, ""),
     )
     baseline = gate_baseline(tables.history(RECOMMENDATIONS), ctx.run_date.isoformat()) if tables.exists(
         RECOMMENDATIONS) else None

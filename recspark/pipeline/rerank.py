@@ -28,7 +28,8 @@ refit on the validation carve, ranker and hybrid fitted there, champion chosen o
 held-out users; the test split is never used). MLflow param ``blends.from`` says which; the
 champion (``champion.json``, params/metrics ``champion``) is recorded in the commit metadata of
 this stage's writes as ``recspark.champion``, ``recspark.champion_validation_ndcg``,
-``recspark.champion_model_version`` and ``recspark.champion_mlflow_run_id`` for publish.
+``recspark.champion_model_version`` and ``recspark.champion_mlflow_run_id`` for publish, with
+``recspark.blends_from`` (the tune run, or "in-stage fit") so publish's gate can tell a retune.
 
 Each source replaces its own ``source`` partition of ``candidates``.
 """
@@ -129,7 +130,8 @@ def run_rerank(ctx: StageContext) -> RerankSummary:
         champion_version = choice.ranker_model_version
     metadata = ctx.commit_metadata({"champion": champion, "champion_validation_ndcg": f"{choice.champion_ndcg:.6f}",
                                     "champion_model_version": champion_version,
-                                    "champion_mlflow_run_id": tracker.mlflow_run_id or ""})
+                                    "champion_mlflow_run_id": tracker.mlflow_run_id or "",
+                                    "blends_from": IN_STAGE_FIT if fitted_here else source})
     embeddings = tables.read(ITEM_EMBEDDINGS) if choice.content else None
     with ctx.measure("rerank.blends"):
         lists = apply_blends(choice, tables.read(CANDIDATES), tables.read(INTERACTIONS_SPLIT), embeddings, n)

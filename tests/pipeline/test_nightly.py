@@ -265,6 +265,7 @@ def test_every_known_user_gets_a_published_list_with_lineage(movielens_run):
     assert tables.read("recommendations_latest").count() == Cut.users * 10
     commit = tables.history("recommendations")[0].metadata
     assert commit["recspark.gate.users"] == str(Cut.users) and commit["recspark.forced"] == "False"
+    assert commit["recspark.gate.blends"] == "in-stage fit"  # no tune yet: rerank fitted the blends
 
 
 def test_quality_gate_refuses_a_breach_and_force_overrides_it(movielens_run, caplog):
@@ -382,6 +383,7 @@ def test_weekly_tune_records_the_blends_and_the_next_rerank_applies_them_without
     assert run.data.metrics["tuned_blends_used"] == 1
     commit = tables.history("candidates")[0].metadata
     assert commit["recspark.champion"] == recorded["champion"] and commit["recspark.run_date"] == night_2
+    assert commit["recspark.blends_from"] == run.data.params["blends.from"]  # publish's gate tells the retune by it
     tonight = tables.read("candidates").where(F.col("run_date") == night_2)
     per_source = {r["source"]: r["users"] for r in
                   tonight.groupBy("source").agg(F.countDistinct("user_idx").alias("users")).collect()}
