@@ -1,13 +1,14 @@
-"""Benchmark: the content source on the validation carve: centred embeddings and the popularity
-shrinkage, for warm users and the cold cohorts.
+"""Benchmark: the content source on the validation carve: centred embeddings, the new items'
+popularity estimate and the popularity shrinkage, for warm users and the cold cohorts.
 
 On a warehouse prepared by the pipeline up to embed-items, the fit rows (train minus the
 ``deep.validation_ratio`` carve, :func:`recspark.featurize.splits.tuning_frames`) are the
-history and the carve's pairs the truth; the test split is never read. Per variant (centred
-embeddings on/off x ``--shrinkage`` values): content NDCG@10 for every validation user (the
-``content`` candidates) and :func:`recspark.content.cold_start.cold_start_results` on the carve
-(cold items: the ``content.cold_item_ratio`` of items made new; cold users: the
-``content.cold_user_ratio`` of users cut to their ``content.cold_user_history`` earliest items).
+history and the carve's pairs the truth; the test split is never read. Per variant (``--center``
+x ``--neighbours``, i.e. ``content.new_item_neighbours``, x ``--shrinkage``): content NDCG@10 for
+every validation user (the ``content`` candidates) and
+:func:`recspark.content.cold_start.cold_start_results` on the carve (cold items: the
+``content.cold_item_ratio`` of items made new; cold users: the ``content.cold_user_ratio`` of
+users cut to their ``content.cold_user_history`` earliest items).
 
     PYTHONPATH=. .venv/bin/python bench/bench_content.py --warehouse /tmp/wh --output /tmp/content.md
 """
@@ -32,6 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warehouse", required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     p.add_argument("--shrinkage", type=float, nargs="+", default=[0.5, 2.0, 5.0, 10.0, 20.0])
+    p.add_argument("--center", choices=["yes", "no"], nargs="+", default=["no", "yes"],
+                   help="centred embeddings off and/or on")
+    p.add_argument("--neighbours", type=int, nargs="+", default=[0],
+                   help="content.new_item_neighbours values (0: new items get popularity 0)")
     p.add_argument("--output", type=Path, help="markdown table")
     p.add_argument("--json", type=Path, default=Path("/tmp/bench_content.json"))
     return p.parse_args(argv)
@@ -49,29 +54,33 @@ def main(argv: list[str] | None = None) -> None:
     n_items, users = embeddings.count(), truth.select("user_idx").distinct()
     seen = history.select("user_idx", "item_idx")
     results = []
-    for center in (False, True):
-        for shrinkage in args.shrinkage:
-            start = time.perf_counter()
-            model = ContentRecommender(k, shrinkage, cc.profile_half_life_days, center).fit(history, embeddings)
-            warm = ranking_metrics(model.recommend(users, seen=seen), truth.select("user_idx", "item_idx"), k,
-                                   "user_idx", "item_idx")["ndcg@k"]
-            cold = cold_start_results(
-                history, truth, embeddings, k, n_items, cold_item_ratio=cc.cold_item_ratio,
-                cold_user_ratio=cc.cold_user_ratio, cold_user_history=cc.cold_user_history, seed=cc.cold_seed,
-                popularity_shrinkage=shrinkage, half_life_days=cc.profile_half_life_days, center_embeddings=center,
-            )
-            row = {"center_embeddings": center, "popularity_shrinkage": shrinkage, "all_users": warm,
-                   **{label: values["ndcg@k"] for label, values in cold.items()},
-                   "seconds": time.perf_counter() - start}
-            print(json.dumps(row), flush=True)
-            results.append(row)
+    variants = [(c == "yes", m, s) for c in args.center for m in args.neighbours for s in args.shrinkage]
+    for center, neighbours, shrinkage in variants:
+        start = time.perf_counter()
+        model = ContentRecommender(k, shrinkage, cc.profile_half_life_days, center, neighbours).fit(history,
+                                                                                                    embeddings)
+        warm = ranking_metrics(model.recommend(users, seen=seen), truth.select("user_idx", "item_idx"), k,
+                               "user_idx", "item_idx")["ndcg@k"]
+        cold = cold_start_results(
+            history, truth, embeddings, k, n_items, cold_item_ratio=cc.cold_item_ratio,
+            cold_user_ratio=cc.cold_user_ratio, cold_user_history=cc.cold_user_history, seed=cc.cold_seed,
+            popularity_shrinkage=shrinkage, half_life_days=cc.profile_half_life_days, center_embeddings=center,
+            new_item_neighbours=neighbours,
+        )
+        row = {"center_embeddings": center, "new_item_neighbours": neighbours, "popularity_shrinkage": shrinkage,
+               "all_users": warm,
+               **{label: values["ndcg@k"] for label, values in cold.items()},
+               "seconds": time.perf_counter() - start}
+        print(json.dumps(row), flush=True)
+        results.append(row)
     labels = ["all_users", "cold_items/content", "cold_users/content", "cold_users/popularity"]
     lines = [f"Validation NDCG@{k} of the content source (history: train minus the validation carve; truth: the carve):",
-             "", "| centred embeddings | popularity_shrinkage | " + " | ".join(labels) + " |",
-             "|---|---:|" + "---:|" * len(labels)]
+             "", "| centred embeddings | new_item_neighbours | popularity_shrinkage | " + " | ".join(labels) + " |",
+             "|---|---:|---:|" + "---:|" * len(labels)]
     for row in results:
         cells = " | ".join(f"{row.get(label, float('nan')):.4f}" for label in labels)
-        lines.append(f"| {'yes' if row['center_embeddings'] else 'no'} | {row['popularity_shrinkage']:g} | {cells} |")
+        lines.append(f"| {'yes' if row['center_embeddings'] else 'no'} | {row['new_item_neighbours']} | "
+                     f"{row['popularity_shrinkage']:g} | {cells} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:

@@ -17,9 +17,7 @@ class ContentModel:
         self.settings = settings
 
     def recommend(self, users: DataFrame, n: int, seen: DataFrame) -> DataFrame:
-        model = ContentRecommender(n, self.settings.popularity_shrinkage, self.settings.profile_half_life_days,
-                                   self.settings.center_embeddings)
-        return model.fit(self.history, self.embeddings).recommend(users, seen=seen)
+        return ContentRecommender.from_settings(n, self.settings).fit(self.history, self.embeddings).recommend(users, seen=seen)
 
 
 class ContentSource(CandidateSource):

@@ -5,7 +5,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from recspark.publish import PublishSettings
@@ -17,7 +17,7 @@ from recspark.content.cold_start import (
     pick_share,
 )
 from recspark.content.embeddings import load_sentence_model
-from recspark.content.recommend import centered_embeddings
+from recspark.content.recommend import centered_embeddings, estimate_new_item_popularity
 from recspark.publish import final_recommendations
 
 pytestmark = pytest.mark.unit
@@ -100,7 +100,8 @@ def test_content_finds_planted_neighbours_and_reaches_a_cold_item(spark, embeddi
 
 def test_new_users_get_popular_items_and_near_empty_users_a_blend(spark, embeddings, history):
     users = spark.createDataFrame([(0,), (9,)], "user_idx int")  # user 9 has no history at all
-    popular_first = ContentRecommender(k=3, popularity_shrinkage=1000.0).fit(history, embeddings)
+    # new items 1 and 3 keep popularity 0 here (new_item_neighbours=0): the test is about the blend
+    popular_first = ContentRecommender(k=3, popularity_shrinkage=1000.0, new_item_neighbours=0).fit(history, embeddings)
     recs = popular_first.recommend(users, seen=history)
     assert top_items(recs, 9) == [4, 0, 2]  # 3 users, then 1 user each (ties by item id)
     assert top_items(recs, 0)[0] == 4  # one history item weighs 1/1001 against popularity
@@ -108,6 +109,42 @@ def test_new_users_get_popular_items_and_near_empty_users_a_blend(spark, embeddi
                      .recommend(users, seen=history), 0)[0] == 1  # weight 0.8: content wins
     restricted = popular_first.recommend(users, seen=history, items=spark.createDataFrame([(3,)], "item_idx int"))
     assert sorted(r.item_idx for r in restricted.collect()) == [3, 3]
+
+
+def test_a_new_items_popularity_is_the_similarity_weighted_mean_of_its_nearest_known_items(spark):
+    schema = "item_idx int, embedding array<float>, popularity double"
+    items = spark.createDataFrame([
+        (0, [1.0, 0.0], 0.8), (1, [0.0, 1.0], 0.2), (2, [-1.0, 0.0], 0.5),  # known items
+        (3, [0.6, 0.8], None),  # cosine 0.6 to item 0, 0.8 to item 1, -0.6 to item 2
+        (4, [0.0, -1.0], None),  # no known item is similar: 0
+    ], schema)
+
+    def estimated(neighbours):
+        return estimate_new_item_popularity(items, neighbours).select("item_idx", "popularity").orderBy("item_idx")
+
+    def expected(new_3, new_4):
+        return spark.createDataFrame([(0, 0.8), (1, 0.2), (2, 0.5), (3, new_3), (4, new_4)],
+                                     "item_idx int, popularity double")
+
+    assert_approx_df_equality(estimated(1), expected(0.2, 0.0), 1e-6)
+    both = (0.8 * 0.2 + 0.6 * 0.8) / (0.8 + 0.6)
+    assert_approx_df_equality(estimated(2), expected(both, 0.0), 1e-6)
+    assert_approx_df_equality(estimated(3), expected(both, 0.0), 1e-6)  # a negative cosine weighs nothing
+    assert_df_equality(estimate_new_item_popularity(items, 0), items)
+    with pytest.raises(ValueError, match="new_item_neighbours"):
+        ContentRecommender(new_item_neighbours=-1)
+
+
+def test_a_new_item_like_popular_ones_outranks_a_new_item_like_unpopular_ones(spark, embeddings, history):
+    # item 3 (new) is the comedy neighbour of item 2; item 5 (new) the drama neighbour of item 4,
+    # which three users saw: for a user without history, item 5 inherits most popularity.
+    vectors = embeddings.unionByName(spark.createDataFrame([(5, [0.0, 0.28, 0.96])], EMBEDDINGS))
+    users = spark.createDataFrame([(9,)], "user_idx int")
+    estimated = ContentRecommender(k=6, popularity_shrinkage=1.0, new_item_neighbours=1).fit(history, vectors)
+    ranked = top_items(estimated.recommend(users, seen=history), 9)
+    assert ranked.index(5) < ranked.index(3)
+    unestimated = ContentRecommender(k=6, popularity_shrinkage=1.0, new_item_neighbours=0).fit(history, vectors)
+    assert top_items(unestimated.recommend(users, seen=history), 9)[-2:] == [3, 5]  # both 0: last, by id
 
 
 def test_a_catalogue_without_item_text_gives_no_content_rows(spark, history):
