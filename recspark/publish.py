@@ -236,8 +236,6 @@ def gate_breaches(
     return breaches + list(relative_drops(current, previous, max_relative_drop).values())
 
 
-
-
 @dataclass
 class GateSettings:
     """The quality gate: ``min_user_coverage`` (share of known users), ``max_relative_drop`` (a
