@@ -23,7 +23,7 @@ from tiny_spark import PIPELINE_CONF, session_conf
 pytestmark = pytest.mark.integration
 RUN_DATE = "2024-06-01"
 MAX_USER_ID = 200
-# Two implicit ALS trials keep the test short; the default grid also tries explicit ALS.
+# Two implicit ALS trials keep the test short (the default grid has four).
 SMALL_ALS_GRID = ["--set", "als.grid.implicit_prefs=[true]", "--set", "als.grid.rank=[16]",
                   "--set", "als.grid.reg_param=[0.1]", "--set", "als.grid.alpha=[1.0, 5.0]"]
 # The deep models are off by default; NeuMF for two epochs (2 TorchDistributor processes) covers

@@ -2,8 +2,8 @@
 
 The file is tab-separated with a header and nothing else: ingest fills ``event_ts`` with the run
 date (``event_time: run_date``) and maps ``count`` to the interaction weight, featurize turns the
-weight into implicit confidence, and the default ALS grid (explicit points included) must skip
-its explicit points instead of failing. Planted preferences: two user groups each play their own
+weight into implicit confidence, and an ALS grid with explicit points must skip them instead of
+failing. Planted preferences: two user groups each play their own
 item cluster (the larger group's cluster is the more popular overall), so ALS finds each user's
 unplayed cluster items while popularity recommends the big cluster to everyone.
 """
@@ -56,7 +56,7 @@ def play_count_run(spark, tmp_path_factory):
     overrides = [
         f"warehouse={root / 'wh'}", "spark.master=local[2]", f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db",
         "ingest.preset=null", sources_override(plays),
-        "deep.models=[]", "als.max_iter=5",
+        "deep.models=[]", "als.max_iter=5", "als.grid.implicit_prefs=[true, false]",
     ]
     args = [item for pair in overrides for item in ("--set", pair)]
     code = main([*args, "--run-date", RUN_DATE, "run"])
@@ -64,7 +64,7 @@ def play_count_run(spark, tmp_path_factory):
     return code, DeltaTables.from_config(spark, config), overrides
 
 
-def test_default_grid_publishes_for_a_play_count_file(play_count_run):
+def test_a_grid_with_explicit_points_publishes_for_a_play_count_file(play_count_run):
     code, tables, _ = play_count_run
     assert code == 0
     silver = tables.read("interactions_silver")
