@@ -225,8 +225,34 @@ def _located(message: str, where: str, fields: dict) -> str:
     return f"{where}: {message}"
 
 
+def _mapping_depth(parts: list[str]) -> int | None:
+    """How many leading ``parts`` name a free-form mapping setting (a ``dict`` field such as
+    ``spark.conf``: 2), whose own keys contain dots; None when the path names none."""
+    cls: Any = Config
+    for depth, part in enumerate(parts, start=1):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hint = typing.get_type_hints(cls).get(part)
+        if hint is None:
+            return None
+        options = [a for a in typing.get_args(hint) if a is not type(None)] if _is_optional(hint) else [hint]
+        if len(options) == 1 and typing.get_origin(options[0]) is dict:
+            return depth
+        cls = options[0] if len(options) == 1 else None
+    return None
+
+
+def _is_optional(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
 def _set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``key`` (dotted) in the nested ``data``; below a free-form mapping the rest of the key
+    is one entry: ``spark.conf.spark.driver.memory`` sets ``spark.driver.memory`` of ``spark.conf``."""
     parts = key.split(".")
+    depth = _mapping_depth(parts)
+    if depth is not None and len(parts) > depth:
+        parts = [*parts[:depth], ".".join(parts[depth:])]
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})

@@ -16,6 +16,12 @@ def test_defaults_and_dotted_overrides(tmp_path):
     assert config.ingest.preset == "ml-latest-small"
 
 
+def test_a_spark_conf_override_keeps_its_dotted_key_whole():
+    config = load_config(None, ["spark.conf.spark.driver.memory=640m", "spark.conf.spark.sql.shuffle.partitions=4"])
+    assert config.spark.conf["spark.driver.memory"] == "640m"
+    assert config.spark.conf["spark.sql.shuffle.partitions"] == "4" and "spark" not in config.spark.conf
+
+
 def test_table_name_and_location_overrides():
     config = load_config(None, ["tables={items: catalog_items}", "table_locations={metrics: /data/m}"])
     assert config.table_location("items").endswith("/catalog_items")
