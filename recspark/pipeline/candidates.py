@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recspark.catalog import CANDIDATES, INTERACTIONS_SPLIT, USER_INDEX
+from recspark.io.session import materialize_on_disk
 from recspark.pipeline.stage import StageContext
 from recspark.sources import SourceInputs, as_candidates, get_source, require_known_sources
 
@@ -40,11 +41,13 @@ def run_candidates(ctx: StageContext) -> CandidateCounts:
     for name in cc.sources:
         with ctx.measure(f"candidates.{name}"):
             model = get_source(name).fit(history, inputs)
-            parts.append(as_candidates(model.recommend(users, cc.n, seen), name).localCheckpoint())
+            parts.append(materialize_on_disk(as_candidates(model.recommend(users, cc.n, seen), name)))
     candidates = reduce(DataFrame.unionByName, parts).withColumn("run_date", F.lit(ctx.run_date))
     tables.write(candidates, CANDIDATES, metadata=ctx.commit_metadata(), overwrite_schema=True)
     history.unpersist()
     summary = candidates.agg(F.countDistinct("user_idx").alias("users"), F.count(F.lit(1)).alias("rows")).first()
+    for part in parts:
+        part.unpersist()
     counts = CandidateCounts(summary["users"], summary["rows"], len(cc.sources))
     log.info("candidates %s: %s", ctx.run_date, counts)
     return counts

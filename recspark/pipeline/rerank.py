@@ -44,6 +44,7 @@ from pyspark.sql import functions as F
 from recspark.catalog import CANDIDATES, INTERACTIONS_SPLIT, ITEM_EMBEDDINGS, TUNED_PARAMS
 from recspark.deep.scoring import deep_rerank
 from recspark.deep.training import checkpoint_path, load_checkpoint
+from recspark.io.session import materialize_on_disk
 from recspark.pipeline.stage import StageContext
 from recspark.ranker.tuning import (
     BLENDS,
@@ -113,8 +114,9 @@ def run_rerank(ctx: StageContext) -> RerankSummary:
     tracker.log_params({"blends.from": source})
 
     def write(part: DataFrame, name: str, metadata: dict[str, str]) -> None:
-        tables.write(part.withColumn("run_date", F.lit(ctx.run_date)).localCheckpoint(), CANDIDATES,
-                     replace_partition={"source": name}, metadata=metadata)
+        rows = materialize_on_disk(part.withColumn("run_date", F.lit(ctx.run_date)))
+        tables.write(rows, CANDIDATES, replace_partition={"source": name}, metadata=metadata)
+        rows.unpersist()
 
     model_dir = config.deep_directory("model_dir")
     for name in plan.deep:

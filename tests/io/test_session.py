@@ -21,6 +21,7 @@ from recspark.io.session import (
     SparkSettings,
     build_spark_session,
     frame_from_rows,
+    materialize_on_disk,
     with_closure_cleaner_agent,
 )
 from tiny_spark import session_conf
@@ -152,3 +153,23 @@ def test_frames_from_driver_rows_keep_every_task_within_the_value_budget(spark):
     # materialised: coalesced (as top-K scoring does) its tasks read blocks, not the rows in the task
     lineage = frame.coalesce(1).rdd.toDebugString().decode()
     assert "LocalCheckpointRDD" in lineage and "ParallelCollectionRDD" not in lineage
+
+
+def test_a_frame_materialized_on_disk_is_computed_once_and_kept_off_the_memory_store(spark):
+    from chispa import assert_df_equality
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    computed = spark.sparkContext.accumulator(0)
+
+    @F.udf("long")
+    def counted(value):
+        computed.add(1)
+        return value * 2
+
+    frame = materialize_on_disk(spark.range(100).select("id", counted("id").alias("twice")))
+    assert computed.value == 100 and frame.storageLevel == StorageLevel.DISK_ONLY
+    expected = spark.range(100).select("id", (F.col("id") * 2).alias("twice"))
+    assert_df_equality(frame, expected, ignore_row_order=True, ignore_nullable=True)
+    assert computed.value == 100  # later actions read the persisted blocks
+    frame.unpersist()
