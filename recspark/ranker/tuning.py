@@ -41,6 +41,7 @@ from recspark.deep.models import MODEL_NAMES
 from recspark.deep.scoring import blend, deep_rerank, normalised_scores, tune_blend_weights
 from recspark.deep.training import checkpoint_path, load_checkpoint
 from recspark.featurize.splits import split_carve
+from recspark.io.session import materialize_on_disk
 from recspark.ranker.blend import choose_champion, validation_inputs, validation_ndcg
 from recspark.ranker.features import FeatureSet, ranker_features, source_features
 from recspark.sources import SourceInputs, TableReader, as_candidates, get_source, require_known_sources, source_names
@@ -253,10 +254,12 @@ class FittedBlends:
 def validation_candidates(fit_rows: DataFrame, sources: list[str], inputs: SourceInputs, users: DataFrame,
                           n: int) -> DataFrame:
     """Candidates (candidates-table columns) of the retrieval ``sources`` refit on ``fit_rows``,
-    with ``fit_rows`` as the seen history; ``n`` per user and source."""
+    with ``fit_rows`` as the seen history; ``n`` per user and source, each source's lists
+    materialised on local disk (:func:`recspark.io.session.materialize_on_disk`: at 20M one
+    source's lists are 1.6 GB) for the rest of the stage's process."""
     seen = fit_rows.select("user_idx", "item_idx")
     parts = [
-        as_candidates(get_source(name).refit(fit_rows, inputs).recommend(users, n, seen), name).localCheckpoint()
+        materialize_on_disk(as_candidates(get_source(name).refit(fit_rows, inputs).recommend(users, n, seen), name))
         for name in sources
     ]
     return reduce(DataFrame.unionByName, parts)
