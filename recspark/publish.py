@@ -223,17 +223,22 @@ def gate_breaches(
     max_relative_drop: float,
 ) -> list[str]:
     """Reasons not to publish, empty when the run passes: user coverage below
-    ``min_user_coverage``, and users, rows, catalog coverage or the metric more than
-    ``max_relative_drop`` (a fraction) below the last published run."""
-    breaches = []
-    if current.user_coverage < min_user_coverage:
-        breaches.append(
-            f"user coverage {current.user_coverage:.4f} ({current.users} of {current.known_users} known users) "
-            f"is below the minimum {min_user_coverage}"
-        )
+    ``min_user_coverage`` (:func:`user_coverage_breaches`), and users, rows, catalog coverage or
+    the metric more than ``max_relative_drop`` (a fraction) below the last published run
+    (:func:`relative_drops`)."""
+    breaches = user_coverage_breaches(current, min_user_coverage)
     if previous is None:
         return breaches
     return breaches + list(relative_drops(current, previous, max_relative_drop).values())
+
+
+def user_coverage_breaches(current: PublishStats, min_user_coverage: float) -> list[str]:
+    """The reason not to publish when fewer than ``min_user_coverage`` of the known users got a
+    list (an empty list otherwise)."""
+    if current.user_coverage >= min_user_coverage:
+        return []
+    return [f"user coverage {current.user_coverage:.4f} ({current.users} of {current.known_users} known users) "
+            f"is below the minimum {min_user_coverage}"]
 
 
 @dataclass
@@ -335,7 +340,7 @@ def evaluate_gate(current: PublishStats, previous: PublishStats | None, settings
     warnings; a catalog-coverage drop after a retune (:func:`retuned`) is a warning unless
     ``settings.on_retuned_coverage_drop`` is ``breach``."""
     missing_metric, other = gate_skipped_checks(current, previous)
-    breaches = gate_breaches(current, None, settings.min_user_coverage, settings.max_relative_drop)
+    breaches = user_coverage_breaches(current, settings.min_user_coverage)
     warnings = list(other)
     if previous is not None:
         drops = relative_drops(current, previous, settings.max_relative_drop)

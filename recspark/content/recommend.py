@@ -25,7 +25,9 @@ popularity of its ``new_item_neighbours`` nearest items that have one
 new item starts behind every popular one whatever its text says, and the prior pulled the
 content source's cold-item cohort down (a small k-nearest-neighbour regression on the
 embedding is how content-based cold start usually fills the missing interaction signal).
-Measured on MovieLens latest-small's validation carve: BENCHMARKS.md "new items' popularity". The blend is exact over the whole catalogue: user vectors
+Measured on MovieLens latest-small's validation carve: BENCHMARKS.md "New items' popularity".
+
+The blend is exact over the whole catalogue: user vectors
 ``[w_u * profile_u, 1 - w_u]`` and item vectors ``[embedding_i, popularity_i]`` go through the
 blocked top-K scorer (:func:`recspark.recommenders.topk.top_k_by_dot_product`).
 """
@@ -238,7 +240,8 @@ class ContentRecommender:
         if self.center_embeddings:
             embeddings = centered_embeddings(embeddings).localCheckpoint()
         profiles = user_profiles(history, embeddings, self.half_life_days)
-        popularity = history.groupBy("item_idx").agg(F.countDistinct("user_idx").alias("users"))
+        # materialised: the top count, the new items' neighbours and the final join all read it
+        popularity = history.groupBy("item_idx").agg(F.countDistinct("user_idx").alias("users")).localCheckpoint()
         top = popularity.agg(F.max("users")).first()[0] or 1
         items = embeddings.select(F.col("item_idx").cast("int"), "embedding").join(
             popularity.select("item_idx", (F.col("users") / F.lit(float(top))).alias("popularity")),
@@ -253,8 +256,7 @@ class ContentModel:
 
     Attributes: ``profiles`` (user_idx, profile, n_items), ``items`` (item_idx, embedding,
     ``popularity`` in [0, 1], estimated for items without interactions, null when not
-    estimated), ``k``,
-    ``popularity_shrinkage``.
+    estimated), ``k``, ``popularity_shrinkage``.
     """
 
     def __init__(self, profiles: DataFrame, items: DataFrame, k: int, popularity_shrinkage: float):

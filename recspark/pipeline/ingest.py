@@ -65,7 +65,7 @@ from recspark.pipeline.stage import StageContext
 
 log = logging.getLogger(__name__)
 
-NIGHT_ROWS_STORAGE = StorageLevel.DISK_ONLY  # the night's bronze and validated rows; see the module docstring
+NIGHT_ROWS_STORAGE = StorageLevel.DISK_ONLY  # bronze, validated, classified and silver rows; see the module docstring
 
 
 @dataclass
