@@ -30,8 +30,14 @@ process tree (Python driver + Spark JVM + Python workers, sampled every 0.5 s) a
 ``<!-- bench_nightly:start -->`` and ``<!-- bench_nightly:end -->`` of that file (appended when
 absent) with the tables, the command and the machine's load average. Every finished step is
 recorded in ``<root>/n<size>/steps.json``; ``--resume`` keeps those (up to the first failed one)
-and runs the remaining steps on the same warehouse, so a long run survives an interruption or
+and runs the steps not yet finished on the same warehouse, so a long run survives an interruption or
 a fix to a failed stage (the table then mixes the steps' commits: say so beside it).
+``--first-night-until STAGE`` ends night 1 after that nightly stage (e.g. ``candidates``): the
+weekly tune then fits the blends on night 1's candidates, and night 2 is the same steady night.
+Night 1's rerank fits the blends in-stage exactly as the tune does (at 5M: 1,251 s) and evaluate
+and publish run once more on night 2, so the option only skips a one-off cold-start cost that
+night 2 does not pay; at 20M it saves over an hour. The tables then have no night-1 rows for the
+skipped stages.
 ``--combine`` adds earlier runs' ``results.json`` rows to the tables, slopes and plot without
 rerunning them (``--sizes`` with no value runs nothing), e.g. a 5M run beside the 1M run of the
 same day.
@@ -102,7 +108,7 @@ def stage_seconds(warehouse: Path) -> dict[tuple[str, str], float]:
             zip(whole["run_date"], whole["stage"], whole["wall_time_s"])}
 
 
-def bench_size(n: int, root: Path, resume: bool = False) -> list[dict]:
+def bench_size(n: int, root: Path, resume: bool = False, first_night_until: str | None = None) -> list[dict]:
     base = root / f"n{n}"
     warehouse, data = base / "wh", base / "data"
     overrides = [
@@ -113,7 +119,8 @@ def bench_size(n: int, root: Path, resume: bool = False) -> list[dict]:
     (base / "logs").mkdir(parents=True, exist_ok=True)
     increment = [*overrides, f"generate.n_interactions={int(n * INCREMENT)}", f"generate.first_event={n}",
                  f"generate.output_dir={base / 'increment'}"]
-    steps = [("generate", "setup", FIRST_NIGHT, overrides), *[(s, NIGHT_1, FIRST_NIGHT, overrides) for s in NIGHTLY],
+    night_1 = NIGHTLY[: NIGHTLY.index(first_night_until) + 1] if first_night_until else NIGHTLY
+    steps = [("generate", "setup", FIRST_NIGHT, overrides), *[(s, NIGHT_1, FIRST_NIGHT, overrides) for s in night_1],
              *[(s, WEEKLY_KIND, FIRST_NIGHT, overrides) for s in WEEKLY], ("generate", "setup", NEXT_NIGHT, increment),
              *[(s, NIGHT_2, NEXT_NIGHT, overrides) for s in NIGHTLY]]
     progress = base / "steps.json"
@@ -121,7 +128,8 @@ def bench_size(n: int, root: Path, resume: bool = False) -> list[dict]:
     rows = rows[: next((i for i, r in enumerate(rows) if r["exit"] != 0), len(rows))]
     if rows:
         print(f"{n:>10,} resuming after {len(rows)} finished steps ({progress})", flush=True)
-    for stage, kind, run_date, stage_overrides in steps[len(rows):]:
+    finished = {(r["stage"], r["kind"], r["run_date"]) for r in rows}
+    for stage, kind, run_date, stage_overrides in [s for s in steps if s[:3] not in finished]:
         log_path = base / "logs" / f"{run_date}-{stage}.log"
         seconds, peak, code = run_stage(stage, stage_overrides, run_date, log_path)
         rows.append({"n": n, "stage": stage, "kind": kind, "run_date": run_date, "wall_s": seconds, "peak_mib": peak,
@@ -288,6 +296,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--plot", help="PNG path for the log-log plot (two or more sizes)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the finished steps recorded in <root>/n<size>/steps.json and run the rest")
+    parser.add_argument("--first-night-until", choices=NIGHTLY, metavar="STAGE",
+                        help="end night 1 after this nightly stage; the tune fits the blends on its candidates")
     parser.add_argument("--combine", nargs="+", default=[], metavar="RESULTS_JSON",
                         help="earlier runs' results.json: their sizes are tabled and plotted beside this run's "
                              "(a size in a later file or measured now replaces an earlier file's); say in "
@@ -301,10 +311,12 @@ def main(argv: list[str]) -> None:
         rows = [r for r in rows if r["n"] not in {e["n"] for e in earlier}] + earlier
     rows = [r for r in rows if r["n"] not in args.sizes]
     for n in args.sizes:  # results.json after each size, so a long run's finished sizes survive an interruption
-        rows += bench_size(n, root, args.resume)
+        rows += bench_size(n, root, args.resume, args.first_night_until)
         (root / "results.json").write_text(json.dumps(rows, indent=2))
     load_end = list(os.getloadavg())
     command = "PYTHONPATH=. .venv/bin/python bench/bench_nightly.py --sizes " + " ".join(map(str, args.sizes))
+    if args.first_night_until:
+        command += f" --first-night-until {args.first_night_until}"
     if args.combine:
         command += " --combine " + " ".join(args.combine)
     plot = None
