@@ -14,13 +14,17 @@ item factors of different fits.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recspark.io.delta.common import Commit
 from recspark.recommenders.item_similarity import NEIGHBOR_COL
+from recspark.recommenders.sparse_topk import known_positions, list_elements
 
 
 # Fill order after the champion: the blends, then single sources by their MovieLens test NDCG
@@ -104,28 +108,76 @@ def final_recommendations(candidates: DataFrame, sources: list[str], k: int) -> 
     )
 
 
+BECAUSE_USERS_PER_CHUNK = 2_048  # users whose links are expanded in one numpy step (memory bound)
+
+
 def attach_because_items(
     recommendations: DataFrame, history: DataFrame, similarities: DataFrame
 ) -> DataFrame:
     """Fill a null ``because_item_idx`` with the user's history item most similar to the
     recommended item (largest ``score`` in ``similarities``, ties by smaller id); it stays null
-    when no history item has the recommended item among its neighbours."""
-    neighbours = similarities.select(
-        F.col("item_idx").alias("_history_item"), F.col(NEIGHBOR_COL).alias("item_idx"), "score"
-    ).withColumnRenamed("score", "_sim")
-    best = (
+    when no history item has the recommended item among its neighbours.
+
+    Inputs: ``recommendations`` (user_idx, item_idx, because_item_idx, ...), ``history``
+    (user_idx, item_idx), ``similarities`` (item_idx, neighbor_idx, score: item_idx lists
+    neighbor_idx). The links are collected and broadcast, grouped by neighbour and ordered by
+    score descending then item id (``links x 12`` bytes: 60 MB for 100,000 items x 50
+    neighbours); each user's recommendations and history travel as one row, and a task keeps, per
+    recommendation, the first link whose item the user has. Joining every recommendation with
+    every history item of its user instead made ``recommendations x history length`` rows
+    (200 million at 20M interactions) before the similarity join."""
+    sim = similarities.select(F.col("item_idx").cast("long").alias("h"), F.col(NEIGHBOR_COL).cast("long").alias("j"),
+                              F.col("score").cast("double").alias("s"))
+    links = sim.where(F.col("h").isNotNull() & F.col("j").isNotNull() & F.col("s").isNotNull()).toPandas()
+    links = links.sort_values(["j", "s", "h"], ascending=[True, False, True], kind="stable")
+    targets, starts = np.unique(links["j"].to_numpy(np.int64), return_index=True)
+    ends = np.append(starts[1:], len(links)).astype(np.int64)
+    shared = recommendations.sparkSession.sparkContext.broadcast(
+        (targets, starts.astype(np.int64), ends, links["h"].to_numpy(np.int64)))
+    per_user = (
         recommendations.where(F.col("because_item_idx").isNull())
-        .select("user_idx", "item_idx")
-        .join(history.select("user_idx", F.col("item_idx").alias("_history_item")), "user_idx")
-        .join(neighbours, ["_history_item", "item_idx"])
-        .groupBy("user_idx", "item_idx")
-        .agg(F.min(F.struct((-F.col("_sim")).alias("_neg"), F.col("_history_item").alias("_item"))).alias("_best"))
-        .select("user_idx", "item_idx", F.col("_best._item").alias("_because"))
+        .groupBy("user_idx").agg(F.collect_set(F.col("item_idx").cast("long")).alias("_recs"))
+        .join(history.groupBy("user_idx").agg(F.collect_set(F.col("item_idx").cast("long")).alias("_history")),
+              "user_idx")
     )
+
+    def best_links(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        known_targets, link_starts, link_ends, link_items = shared.value
+        for whole in batches:
+            for offset in range(0, whole.num_rows, BECAUSE_USERS_PER_CHUNK):
+                yield _because_of_chunk(whole.slice(offset, BECAUSE_USERS_PER_CHUNK), known_targets, link_starts,
+                                        link_ends, link_items)
+
+    best = per_user.mapInArrow(best_links, "user_idx int, item_idx int, _because int")
     return recommendations.join(best, ["user_idx", "item_idx"], "left").select(
         *[c for c in recommendations.columns if c != "because_item_idx"],
         F.coalesce("because_item_idx", "_because").alias("because_item_idx"),
     )
+
+
+def _because_of_chunk(batch: pa.RecordBatch, targets: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                      link_items: np.ndarray) -> pa.RecordBatch:
+    """(user_idx, item_idx, _because) of one batch of (user_idx, _recs, _history) rows: per
+    recommendation the first link (best score, smaller id) into the user's history; see
+    :func:`attach_because_items`."""
+    rec_user, recs = list_elements(batch.column("_recs"))
+    history_user, history = list_elements(batch.column("_history"))
+    recs, history = recs.to_numpy(zero_copy_only=False), history.to_numpy(zero_copy_only=False)
+    stride = int(max(link_items.max(initial=0), history.max(initial=0))) + 1  # (user, item) -> one int64 key
+    owned = np.sort(history_user * stride + history)
+    found, at = known_positions(recs, targets)
+    linked = np.flatnonzero(found)
+    counts = ends[at] - starts[at]
+    owner = np.repeat(linked, counts)  # the recommendation each expanded link belongs to
+    first = np.repeat(starts[at] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    candidate = link_items[first]
+    keys = rec_user[owner] * stride + candidate
+    hit, _ = known_positions(keys, owned)
+    chosen, position = np.unique(owner[hit], return_index=True)  # links are best-first per recommendation
+    users = batch.column("user_idx").to_numpy(zero_copy_only=False)[rec_user[chosen]]
+    return pa.RecordBatch.from_arrays(
+        [pa.array(users, pa.int32()), pa.array(recs[chosen], pa.int32()), pa.array(candidate[hit][position], pa.int32())],
+        names=["user_idx", "item_idx", "_because"])
 
 
 def with_explanations(recommendations: DataFrame, user_index: DataFrame, items: DataFrame) -> DataFrame:

@@ -1,10 +1,12 @@
 """Nightly lists: source priority and fill-up, explanations, and the quality gate rules."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import datetime as dt
 
+from recspark import publish as publish_module
 from recspark.io.delta import Commit
 from recspark.publish import (
     GateSettings,
@@ -61,6 +63,44 @@ def test_because_item_is_the_most_similar_history_item(spark):
     )
     got = {r.item_idx: r.because_item_idx for r in attach_because_items(recs, history, similarities).collect()}
     assert got == {20: 6, 21: None, 22: 5}  # an existing because item is kept
+
+
+def test_because_item_ties_go_to_the_smaller_id_and_rows_are_not_multiplied(spark, monkeypatch):
+    monkeypatch.setattr(publish_module, "BECAUSE_USERS_PER_CHUNK", 1)  # every user its own numpy step
+    recs = spark.createDataFrame(
+        [(0, 1, 20, 0.5, "als", None), (0, 1, 20, 0.5, "hybrid", None), (1, 1, 20, 0.4, "als", None),
+         (2, 1, 20, 0.3, "als", None), (0, 2, 23, 0.2, "als", None)],
+        "user_idx int, rank int, item_idx int, score double, source string, because_item_idx int",
+    )
+    history = spark.createDataFrame([(0, 9), (0, 8), (0, 8), (1, 9), (1, 30)], "user_idx int, item_idx int")
+    similarities = spark.createDataFrame(
+        [(9, 20, 0.5), (8, 20, 0.5), (30, 20, 0.1), (8, 23, 0.2)], "item_idx int, neighbor_idx int, score double")
+    got = sorted((r.user_idx, r.item_idx, r.source, r.because_item_idx)
+                 for r in attach_because_items(recs, history, similarities).collect())
+    # user 0: a tie at 0.5 goes to item 8; user 1 has only 9 (0.5) and 30 (0.1); user 2 has no history
+    assert got == [(0, 20, "als", 8), (0, 20, "hybrid", 8), (0, 23, "als", 8), (1, 20, "als", 9),
+                   (2, 20, "als", None)]
+
+
+def test_because_items_match_a_brute_force_search(spark):
+    rng = np.random.default_rng(3)
+    recs = [(u, r, int(i), 1.0, "als", None) for u in range(30)
+            for r, i in enumerate(rng.choice(40, size=5, replace=False), start=1)]
+    history = [(u, int(i)) for u in range(30) for i in rng.choice(40, size=int(rng.integers(0, 8)), replace=False)]
+    links = [(int(h), int(j), float(rng.integers(1, 4)) / 4) for h in range(40)
+             for j in rng.choice(40, size=6, replace=False) if h != j]
+    got = {(r.user_idx, r.item_idx): r.because_item_idx for r in attach_because_items(
+        spark.createDataFrame(recs, "user_idx int, rank int, item_idx int, score double, source string, "
+                                    "because_item_idx int"),
+        spark.createDataFrame(history, "user_idx int, item_idx int"),
+        spark.createDataFrame(links, "item_idx int, neighbor_idx int, score double")).collect()}
+    owned = {(u, i) for u, i in history}
+    expected = {}
+    for u, _, j, _, _, _ in recs:
+        options = [(-s, h) for h, jj, s in links if jj == j and (u, h) in owned]
+        expected[(u, j)] = min(options)[1] if options else None
+    assert got == expected
+    assert sum(v is not None for v in got.values()) > 20  # the draw links a good share
 
 
 def test_explanations_name_the_because_title(spark):
