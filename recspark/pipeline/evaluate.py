@@ -6,7 +6,9 @@ by the candidates stage): ranking metrics, coverage, novelty, serendipity, popul
 genre diversity (cosine distance of ``item_features.genre_multi_hot``), all sources in one Spark
 job per metric family (:func:`recspark.evaluation.suite.evaluate_recommendations_by`); diversity
 and serendipity on a seeded sample of ``evaluation.vector_metrics_max_users`` users (5,000 by
-default, the same users for every source; every user of MovieLens latest-small). When the
+default, the same users for every source; every user of MovieLens latest-small), the ranking
+metrics on a seeded sample of ``evaluation.ranking_metrics_max_users`` test users (50,000 by
+default: every user up to 5M synthetic interactions). When the
 ALS model is explicit (``item_factors`` commit metadata) its RMSE/MAE on rated test pairs is
 added. Efficiency rows (``model = "stage:<step>"``, metrics ``wall_time_s`` and ``peak_rss_mib``)
 come from the latest ``stage_runs`` row of each step of this run date. The protocol label is the
@@ -99,6 +101,7 @@ def run_evaluate(ctx: StageContext) -> EvaluationSummary:
         by_source = evaluate_recommendations_by(
             candidates, "source", truth, history, k, n_items, genres,
             vector_metrics_max_users=config.evaluation.vector_metrics_max_users, seed=config.evaluation.seed,
+            ranking_metrics_max_users=config.evaluation.ranking_metrics_max_users,
         )
     rows = [
         row for source in sources for row in metrics_rows(by_source[source], source, k, protocol, dataset, ctx.run_id)

@@ -187,3 +187,24 @@ def test_vector_metrics_on_a_user_sample_equal_those_users_alone(spark):
         for name in ("ndcg@k", "catalog_coverage", "novelty", "n_users"):
             assert capped[source][name] == pytest.approx(everyone[source][name])
     assert capped["a"]["diversity"] != pytest.approx(everyone["a"]["diversity"])
+
+
+def test_ranking_metrics_on_a_user_sample_equal_those_users_alone(spark):
+    # 12 test users, two sources; with a cap of 4, the ranking metrics are those of 4 sampled test
+    # users (the same for both sources); coverage and novelty still use every list.
+    rows = [(u, (u + r) % 6, r, s) for u in range(12) for r in (1, 2, 3) for s in ("a", "b") if s == "a" or u % 2]
+    recs = spark.createDataFrame(rows, "user_idx int, item_idx int, rank int, source string")
+    truth = spark.createDataFrame([(u, (u * 5 + 1) % 6) for u in range(12)], "user_idx int, item_idx int")
+    train = spark.createDataFrame([(u, (u + 3) % 6) for u in range(12)], "user_idx int, item_idx int")
+    everyone = evaluate_recommendations_by(recs, "source", truth, train, 3, 6)
+    capped = evaluate_recommendations_by(recs, "source", truth, train, 3, 6, ranking_metrics_max_users=4, seed=7)
+    sampled = sample_users(truth, 4, 7)
+    alone = evaluate_recommendations_by(recs.join(sampled, "user_idx", "left_semi"), "source",
+                                        truth.join(sampled, "user_idx", "left_semi"), train, 3, 6)
+    for source in ("a", "b"):
+        for name in ("ndcg@k", "precision@k", "recall@k", "map@k", "n_users", "user_coverage"):
+            assert capped[source][name] == pytest.approx(alone[source][name])
+        for name in ("catalog_coverage", "novelty", "avg_popularity"):
+            assert capped[source][name] == pytest.approx(everyone[source][name])
+    assert capped["a"]["n_users"] == 4 and everyone["a"]["n_users"] == 12
+    assert capped["a"]["ndcg@k"] != pytest.approx(everyone["a"]["ndcg@k"])
