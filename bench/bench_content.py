@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="centred embeddings off and/or on")
     p.add_argument("--neighbours", type=int, nargs="+", default=[0],
                    help="content.new_item_neighbours values (0: new items get popularity 0)")
+    p.add_argument("--dimensions", type=int, nargs="+", default=[0],
+                   help="content.embedding_dimensions values (0: all dimensions)")
     p.add_argument("--output", type=Path, help="markdown table")
     p.add_argument("--json", type=Path, default=Path("/tmp/bench_content.json"))
     return p.parse_args(argv)
@@ -54,20 +56,22 @@ def main(argv: list[str] | None = None) -> None:
     n_items, users = embeddings.count(), truth.select("user_idx").distinct()
     seen = history.select("user_idx", "item_idx")
     results = []
-    variants = [(c == "yes", m, s) for c in args.center for m in args.neighbours for s in args.shrinkage]
-    for center, neighbours, shrinkage in variants:
+    variants = [(c == "yes", m, s, d or None) for c in args.center for m in args.neighbours for s in args.shrinkage
+                for d in args.dimensions]
+    for center, neighbours, shrinkage, dimensions in variants:
         start = time.perf_counter()
-        model = ContentRecommender(k, shrinkage, cc.profile_half_life_days, center, neighbours).fit(history,
-                                                                                                    embeddings)
+        model = ContentRecommender(k, shrinkage, cc.profile_half_life_days, center, neighbours,
+                                   dimensions).fit(history, embeddings)
         warm = ranking_metrics(model.recommend(users, seen=seen), truth.select("user_idx", "item_idx"), k,
                                "user_idx", "item_idx")["ndcg@k"]
         cold = cold_start_results(
             history, truth, embeddings, k, n_items, cold_item_ratio=cc.cold_item_ratio,
             cold_user_ratio=cc.cold_user_ratio, cold_user_history=cc.cold_user_history, seed=cc.cold_seed,
             popularity_shrinkage=shrinkage, half_life_days=cc.profile_half_life_days, center_embeddings=center,
-            new_item_neighbours=neighbours,
+            new_item_neighbours=neighbours, embedding_dimensions=dimensions,
         )
         row = {"center_embeddings": center, "new_item_neighbours": neighbours, "popularity_shrinkage": shrinkage,
+               "embedding_dimensions": dimensions or "all",
                "all_users": warm,
                **{label: values["ndcg@k"] for label, values in cold.items()},
                "seconds": time.perf_counter() - start}
@@ -75,12 +79,14 @@ def main(argv: list[str] | None = None) -> None:
         results.append(row)
     labels = ["all_users", "cold_items/content", "cold_users/content", "cold_users/popularity"]
     lines = [f"Validation NDCG@{k} of the content source (history: train minus the validation carve; truth: the carve):",
-             "", "| centred embeddings | new_item_neighbours | popularity_shrinkage | " + " | ".join(labels) + " |",
-             "|---|---:|---:|" + "---:|" * len(labels)]
+             "", "| centred embeddings | new_item_neighbours | popularity_shrinkage | embedding_dimensions | "
+             + " | ".join(labels) + " | seconds |",
+             "|---|---:|---:|---:|" + "---:|" * len(labels) + "---:|"]
     for row in results:
         cells = " | ".join(f"{row.get(label, float('nan')):.4f}" for label in labels)
         lines.append(f"| {'yes' if row['center_embeddings'] else 'no'} | {row['new_item_neighbours']} | "
-                     f"{row['popularity_shrinkage']:g} | {cells} |")
+                     f"{row['popularity_shrinkage']:g} | {row['embedding_dimensions']} | {cells} | "
+                     f"{row['seconds']:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:

@@ -86,6 +86,7 @@ def cold_start_results(
     half_life_days: float | None,
     center_embeddings: bool = True,
     new_item_neighbours: int = 1,
+    embedding_dimensions: int | None = None,
     item_vectors: DataFrame | None = None,
     max_users: int | None = None,
 ) -> dict[str, dict[str, float]]:
@@ -97,7 +98,8 @@ def cold_start_results(
     scored on at most this many of its users (:func:`sample_users`; None: all).
     """
     results: dict[str, dict[str, float]] = {}
-    content = ContentRecommender(k, popularity_shrinkage, half_life_days, center_embeddings, new_item_neighbours)
+    content = ContentRecommender(k, popularity_shrinkage, half_life_days, center_embeddings, new_item_neighbours,
+                                 embedding_dimensions)
     popularity = PopularityRecommender(k=k)
 
     def cohort(label: str, cohort_history: DataFrame, users: DataFrame, truth: DataFrame) -> None:

@@ -77,7 +77,8 @@ def _cold_start_rows(ctx: StageContext, split: DataFrame, embeddings: DataFrame,
         embeddings, k, n_items, cold_item_ratio=cc.cold_item_ratio, cold_user_ratio=cc.cold_user_ratio,
         cold_user_history=cc.cold_user_history, seed=cc.cold_seed, popularity_shrinkage=cc.popularity_shrinkage,
         half_life_days=cc.profile_half_life_days, center_embeddings=cc.center_embeddings,
-        new_item_neighbours=cc.new_item_neighbours, max_users=cc.cold_max_users,
+        new_item_neighbours=cc.new_item_neighbours, embedding_dimensions=cc.embedding_dimensions,
+        max_users=cc.cold_max_users,
     )
     return [row for label, values in sorted(results.items())
             for row in metrics_rows(values, label, k, protocol, dataset, ctx.run_id)]

@@ -17,7 +17,7 @@ from recspark.content.cold_start import (
     pick_share,
 )
 from recspark.content.embeddings import load_sentence_model
-from recspark.content.recommend import centered_embeddings, estimate_new_item_popularity
+from recspark.content.recommend import centered_embeddings, estimate_new_item_popularity, projected_embeddings
 from recspark.publish import final_recommendations
 
 pytestmark = pytest.mark.unit
@@ -240,3 +240,31 @@ def test_centered_embeddings_subtract_the_mean_and_renormalise(spark):
     expected = spark.createDataFrame([(0, [0.0, 1.0]), (1, [0.0, -1.0]), (2, [0.0, 0.0])], EMBEDDINGS)
     # exact in binary floating point: every difference is 0 or +-1 and every norm 0 or 1
     assert_df_equality(centered_embeddings(embeddings), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_projected_embeddings_keep_the_cosines_of_vectors_in_a_smaller_subspace(spark):
+    # four unit vectors spanning only the plane x + y + z = 0 of 3-d space: two principal
+    # directions carry all of it, so a 2-d projection keeps every cosine
+    plane = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [1.0, 0.0, -1.0], [-2.0, 1.0, 1.0]])
+    plane /= np.linalg.norm(plane, axis=1, keepdims=True)
+    embeddings = spark.createDataFrame([(i, v.tolist()) for i, v in enumerate(plane)], EMBEDDINGS)
+    projected = {r.item_idx: np.array(r.embedding) for r in projected_embeddings(embeddings, 2).collect()}
+    assert sorted(projected) == [0, 1, 2, 3] and all(v.shape == (2,) for v in projected.values())
+    for i in range(4):
+        for j in range(4):
+            assert projected[i] @ projected[j] == pytest.approx(plane[i] @ plane[j], abs=1e-6)
+    assert projected_embeddings(embeddings, 3).collect() == embeddings.collect()  # not below the dimension
+    assert projected_embeddings(embeddings, None).collect() == embeddings.collect()
+    with pytest.raises(ValueError, match="embedding_dimensions"):
+        ContentRecommender(embedding_dimensions=0)
+
+
+def test_the_content_recommender_scores_on_the_projected_embeddings(spark, embeddings, history):
+    # VECTORS span 3 dimensions; keeping 2 merges directions, so lists may change, but every
+    # user still gets k unseen items and the planted action neighbour stays first
+    model = ContentRecommender(k=2, popularity_shrinkage=0.0, half_life_days=None, center_embeddings=False,
+                               embedding_dimensions=2).fit(history, embeddings)
+    assert len(model.items.select("embedding").first()["embedding"]) == 2
+    recs = model.recommend(spark.createDataFrame([(0,), (1,)], "user_idx int"), seen=history)
+    assert top_items(recs, 0)[0] == 1
+    assert recs.groupBy("user_idx").count().where(F.col("count") != 2).count() == 0
