@@ -38,6 +38,10 @@ Night 1's rerank fits the blends in-stage exactly as the tune does (at 5M: 1,251
 and publish run once more on night 2, so the option only skips a one-off cold-start cost that
 night 2 does not pay; at 20M it saves over an hour. The tables then have no night-1 rows for the
 skipped stages.
+``--rerun-night-2 STAGE...`` runs those night-2 stages once more on the finished warehouse, from
+this checkout (rows of kind ``night 2 rerun``): stage changes made after a long run are measured
+on the same data and state without repeating the nights (every stage after ingest can rerun a
+date; their outputs replace that date's).
 ``--combine`` adds earlier runs' ``results.json`` rows to the tables, slopes and plot without
 rerunning them (``--sizes`` with no value runs nothing), e.g. a 5M run beside the 1M run of the
 same day.
@@ -65,7 +69,7 @@ from recspark.pipeline.registry import NIGHTLY, WEEKLY  # noqa: E402
 
 FIRST_NIGHT, NEXT_NIGHT = "2025-01-02", "2025-01-03"  # after the generator's default date range (2024)
 INCREMENT = 0.01  # night 2's new events, as a share of n
-NIGHT_1, WEEKLY_KIND, NIGHT_2 = "night 1", "weekly", "night 2 (+1%)"
+NIGHT_1, WEEKLY_KIND, NIGHT_2, NIGHT_2_RERUN = "night 1", "weekly", "night 2 (+1%)", "night 2 rerun"
 START, END = "<!-- bench_nightly:start -->", "<!-- bench_nightly:end -->"
 
 
@@ -108,7 +112,8 @@ def stage_seconds(warehouse: Path) -> dict[tuple[str, str], float]:
             zip(whole["run_date"], whole["stage"], whole["wall_time_s"])}
 
 
-def bench_size(n: int, root: Path, resume: bool = False, first_night_until: str | None = None) -> list[dict]:
+def bench_size(n: int, root: Path, resume: bool = False, first_night_until: str | None = None,
+               rerun: tuple[str, ...] = ()) -> list[dict]:
     base = root / f"n{n}"
     warehouse, data = base / "wh", base / "data"
     overrides = [
@@ -122,7 +127,8 @@ def bench_size(n: int, root: Path, resume: bool = False, first_night_until: str 
     night_1 = NIGHTLY[: NIGHTLY.index(first_night_until) + 1] if first_night_until else NIGHTLY
     steps = [("generate", "setup", FIRST_NIGHT, overrides), *[(s, NIGHT_1, FIRST_NIGHT, overrides) for s in night_1],
              *[(s, WEEKLY_KIND, FIRST_NIGHT, overrides) for s in WEEKLY], ("generate", "setup", NEXT_NIGHT, increment),
-             *[(s, NIGHT_2, NEXT_NIGHT, overrides) for s in NIGHTLY]]
+             *[(s, NIGHT_2, NEXT_NIGHT, overrides) for s in NIGHTLY], *[(s, NIGHT_2_RERUN, NEXT_NIGHT, overrides)
+                                                                        for s in rerun]]
     progress = base / "steps.json"
     rows = json.loads(progress.read_text()) if resume and progress.exists() else []
     rows = rows[: next((i for i, r in enumerate(rows) if r["exit"] != 0), len(rows))]
@@ -130,10 +136,11 @@ def bench_size(n: int, root: Path, resume: bool = False, first_night_until: str 
         print(f"{n:>10,} resuming after {len(rows)} finished steps ({progress})", flush=True)
     finished = {(r["stage"], r["kind"], r["run_date"]) for r in rows}
     for stage, kind, run_date, stage_overrides in [s for s in steps if s[:3] not in finished]:
-        log_path = base / "logs" / f"{run_date}-{stage}.log"
+        log_path = base / "logs" / f"{run_date}-{stage}{'-rerun' if kind == NIGHT_2_RERUN else ''}.log"
         seconds, peak, code = run_stage(stage, stage_overrides, run_date, log_path)
+        own = stage_seconds(warehouse) if (warehouse / "stage_runs").exists() else {}
         rows.append({"n": n, "stage": stage, "kind": kind, "run_date": run_date, "wall_s": seconds, "peak_mib": peak,
-                     "exit": code})
+                     "exit": code, "stage_s": own.get((run_date, stage)) if code == 0 else None})
         progress.write_text(json.dumps(rows, indent=2))
         print(f"{n:>10,} {stage:<16} {kind:<14} {seconds:8.1f} s  peak {peak:8.0f} MiB  exit {code}", flush=True)
         if code != 0:
@@ -143,8 +150,8 @@ def bench_size(n: int, root: Path, resume: bool = False, first_night_until: str 
             for path in sorted((base / "increment" / "interactions").glob("*.csv")):
                 shutil.copy(path, data / "interactions" / f"increment-{path.name}")
     own = stage_seconds(warehouse)
-    for row in rows:
-        row["stage_s"] = own.get((row["run_date"], row["stage"]))
+    for row in rows:  # steps recorded before each row carried its own stage time
+        row.setdefault("stage_s", own.get((row["run_date"], row["stage"])))
     if all(r["exit"] == 0 for r in rows):
         reference = single_node_reference(warehouse, n)
         print(f"{n:>10,} single-node reference: {reference}", flush=True)
@@ -256,6 +263,12 @@ def markdown(rows: list[dict], command: str, load: tuple[list[float], list[float
             cells.append(f"{sum(r['wall_s'] for r in runs):.0f}" + ("" if complete else " (incomplete)"))
         peak = max((r["peak_mib"] for r in rows if r["n"] == n and r["kind"] == NIGHT_2), default=0)
         lines.append(f"| {n:,} | " + " | ".join(cells) + f" | {peak:,.0f} |")
+    for n in sizes:
+        reruns = {r["stage"]: r for r in rows if r["n"] == n and r["kind"] == NIGHT_2_RERUN and r["exit"] == 0}
+        if reruns:
+            night = [reruns.get(r["stage"], r) for r in rows if r["n"] == n and r["kind"] == NIGHT_2]
+            lines += ["", f"{n:,}: night 2 with {', '.join(reruns)} rerun from this checkout: "
+                      f"{sum(r['wall_s'] for r in night):.0f} s (peak {max(r['peak_mib'] for r in night):,.0f} MiB)."]
     if references:
         lines += ["", "Single-node reference for the training step (same night's train pairs and ALS params, no Spark: "
                   "delta-rs -> pandas -> scipy CSR -> `implicit` ALS, then top-10 unseen items for every user), "
@@ -298,6 +311,8 @@ def main(argv: list[str]) -> None:
                         help="keep the finished steps recorded in <root>/n<size>/steps.json and run the rest")
     parser.add_argument("--first-night-until", choices=NIGHTLY, metavar="STAGE",
                         help="end night 1 after this nightly stage; the tune fits the blends on its candidates")
+    parser.add_argument("--rerun-night-2", nargs="+", default=[], choices=NIGHTLY[1:], metavar="STAGE",
+                        help="after night 2, run these stages again from this checkout (kind 'night 2 rerun')")
     parser.add_argument("--combine", nargs="+", default=[], metavar="RESULTS_JSON",
                         help="earlier runs' results.json: their sizes are tabled and plotted beside this run's "
                              "(a size in a later file or measured now replaces an earlier file's); say in "
@@ -311,12 +326,14 @@ def main(argv: list[str]) -> None:
         rows = [r for r in rows if r["n"] not in {e["n"] for e in earlier}] + earlier
     rows = [r for r in rows if r["n"] not in args.sizes]
     for n in args.sizes:  # results.json after each size, so a long run's finished sizes survive an interruption
-        rows += bench_size(n, root, args.resume, args.first_night_until)
+        rows += bench_size(n, root, args.resume, args.first_night_until, tuple(args.rerun_night_2))
         (root / "results.json").write_text(json.dumps(rows, indent=2))
     load_end = list(os.getloadavg())
     command = "PYTHONPATH=. .venv/bin/python bench/bench_nightly.py --sizes " + " ".join(map(str, args.sizes))
     if args.first_night_until:
         command += f" --first-night-until {args.first_night_until}"
+    if args.rerun_night_2:
+        command += " --rerun-night-2 " + " ".join(args.rerun_night_2)
     if args.combine:
         command += " --combine " + " ".join(args.combine)
     plot = None
