@@ -36,8 +36,9 @@ the content source's 207 s, 8.3x its 5M time for 4x the data. Measured on MovieL
 latest-small's validation carve (content NDCG@10, all users / cold items / cold users; 610
 users, so a standard error of about 0.008 on the first and more on the cohorts): all 384
 dimensions 0.0605 / 0.0289 / 0.0562, 128: 0.0570 / 0.0318 / 0.0562, 64: 0.0559 / 0.0241 /
-0.0554, 32: 0.0574 / 0.0332 / 0.0614 (BENCHMARKS.md "The content source's dimensions"). 64 keeps
-the differences within that noise for a sixth of the multiply-adds.
+0.0554, 32: 0.0574 / 0.0332 / 0.0614; on 5M synthetic interactions (50,000 users) the warm
+lists lose 0.0025 (0.0266 -> 0.0241) and the cohorts do not move (BENCHMARKS.md "The content
+source's dimensions"). 64 costs that for a sixth of the multiply-adds.
 
 The blend is exact over the whole catalogue: user vectors
 ``[w_u * profile_u, 1 - w_u]`` and item vectors ``[embedding_i, popularity_i]`` go through the
