@@ -120,20 +120,20 @@ def attach_because_items(
 
     Inputs: ``recommendations`` (user_idx, item_idx, because_item_idx, ...), ``history``
     (user_idx, item_idx), ``similarities`` (item_idx, neighbor_idx, score: item_idx lists
-    neighbor_idx). The links are collected and broadcast, grouped by neighbour and ordered by
-    score descending then item id (``links x 12`` bytes: 60 MB for 100,000 items x 50
-    neighbours); each user's recommendations and history travel as one row, and a task keeps, per
-    recommendation, the first link whose item the user has. Joining every recommendation with
-    every history item of its user instead made ``recommendations x history length`` rows
-    (200 million at 20M interactions) before the similarity join."""
+    neighbor_idx). The links are collected and broadcast, grouped by their history-side item
+    (``links x 20`` bytes: 100 MB for 100,000 items x 50 neighbours); each user's
+    recommendations and history travel as one row, and a task expands the user's history items'
+    links (history length x top-N, bounded) and keeps, per recommendation, the best one reaching
+    it. Grouping the links by recommended item instead expanded a popular item's thousands of
+    incoming links for every user it was recommended to (slower than a join at 20M)."""
     sim = similarities.select(F.col("item_idx").cast("long").alias("h"), F.col(NEIGHBOR_COL).cast("long").alias("j"),
                               F.col("score").cast("double").alias("s"))
     links = sim.where(F.col("h").isNotNull() & F.col("j").isNotNull() & F.col("s").isNotNull()).toPandas()
-    links = links.sort_values(["j", "s", "h"], ascending=[True, False, True], kind="stable")
-    targets, starts = np.unique(links["j"].to_numpy(np.int64), return_index=True)
+    links = links.sort_values(["h", "j"], kind="stable")
+    sources, starts = np.unique(links["h"].to_numpy(np.int64), return_index=True)
     ends = np.append(starts[1:], len(links)).astype(np.int64)
     shared = recommendations.sparkSession.sparkContext.broadcast(
-        (targets, starts.astype(np.int64), ends, links["h"].to_numpy(np.int64)))
+        (sources, starts.astype(np.int64), ends, links["j"].to_numpy(np.int64), links["s"].to_numpy(np.float64)))
     per_user = (
         recommendations.where(F.col("because_item_idx").isNull())
         .groupBy("user_idx").agg(F.collect_set(F.col("item_idx").cast("long")).alias("_recs"))
@@ -142,11 +142,10 @@ def attach_because_items(
     )
 
     def best_links(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        known_targets, link_starts, link_ends, link_items = shared.value
+        linked = shared.value
         for whole in batches:
             for offset in range(0, whole.num_rows, BECAUSE_USERS_PER_CHUNK):
-                yield _because_of_chunk(whole.slice(offset, BECAUSE_USERS_PER_CHUNK), known_targets, link_starts,
-                                        link_ends, link_items)
+                yield _because_of_chunk(whole.slice(offset, BECAUSE_USERS_PER_CHUNK), *linked)
 
     best = per_user.mapInArrow(best_links, "user_idx int, item_idx int, _because int")
     return recommendations.join(best, ["user_idx", "item_idx"], "left").select(
@@ -155,28 +154,30 @@ def attach_because_items(
     )
 
 
-def _because_of_chunk(batch: pa.RecordBatch, targets: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                      link_items: np.ndarray) -> pa.RecordBatch:
-    """(user_idx, item_idx, _because) of one batch of (user_idx, _recs, _history) rows: per
-    recommendation the first link (best score, smaller id) into the user's history; see
-    :func:`attach_because_items`."""
+def _because_of_chunk(batch: pa.RecordBatch, sources: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                      neighbours: np.ndarray, scores: np.ndarray) -> pa.RecordBatch:
+    """(user_idx, item_idx, _because) of one batch of (user_idx, _recs, _history) rows: each
+    history item's links (at most the similarity's top-N) are matched against the user's
+    recommendations, and per recommendation the best link (largest score, then smaller history
+    item) wins; see :func:`attach_because_items`."""
     rec_user, recs = list_elements(batch.column("_recs"))
     history_user, history = list_elements(batch.column("_history"))
     recs, history = recs.to_numpy(zero_copy_only=False), history.to_numpy(zero_copy_only=False)
-    stride = int(max(link_items.max(initial=0), history.max(initial=0))) + 1  # (user, item) -> one int64 key
-    owned = np.sort(history_user * stride + history)
-    found, at = known_positions(recs, targets)
-    linked = np.flatnonzero(found)
+    stride = int(max(neighbours.max(initial=0), recs.max(initial=0))) + 1  # (user, item) -> one int64 key
+    wanted = np.sort(rec_user * stride + recs)
+    found, at = known_positions(history, sources)
     counts = ends[at] - starts[at]
-    owner = np.repeat(linked, counts)  # the recommendation each expanded link belongs to
-    first = np.repeat(starts[at] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    candidate = link_items[first]
-    keys = rec_user[owner] * stride + candidate
-    hit, _ = known_positions(keys, owned)
-    chosen, position = np.unique(owner[hit], return_index=True)  # links are best-first per recommendation
-    users = batch.column("user_idx").to_numpy(zero_copy_only=False)[rec_user[chosen]]
+    owner = np.repeat(np.flatnonzero(found), counts)  # the history entry each expanded link comes from
+    link = np.repeat(starts[at] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    keys = history_user[owner] * stride + neighbours[link]
+    hit, _ = known_positions(keys, wanted)
+    keys, because, score = keys[hit], history[owner[hit]], scores[link[hit]]
+    order = np.lexsort((because, -score, keys))
+    keys, because = keys[order], because[order]
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.empty(0, dtype=np.int64)
+    users = batch.column("user_idx").to_numpy(zero_copy_only=False)[keys[first] // stride]
     return pa.RecordBatch.from_arrays(
-        [pa.array(users, pa.int32()), pa.array(recs[chosen], pa.int32()), pa.array(candidate[hit][position], pa.int32())],
+        [pa.array(users, pa.int32()), pa.array(keys[first] % stride, pa.int32()), pa.array(because[first], pa.int32())],
         names=["user_idx", "item_idx", "_because"])
 
 
