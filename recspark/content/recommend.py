@@ -122,10 +122,9 @@ def projected_embeddings(embeddings: DataFrame, dimensions: int | None) -> DataF
     item_ids, table = embedding_table(embeddings)
     if dimensions is None or table.ndim != 2 or dimensions >= table.shape[1]:
         return embeddings.select("item_idx", "embedding")
-    moments = table.astype(np.float64).T @ table.astype(np.float64)
-    _, vectors = np.linalg.eigh(moments)  # ascending eigenvalues
-    basis = vectors[:, ::-1][:, :dimensions]
-    projected = table.astype(np.float64) @ basis
+    matrix = table.astype(np.float64)
+    _, vectors = np.linalg.eigh(matrix.T @ matrix)  # ascending eigenvalues of the second moments
+    projected = matrix @ vectors[:, ::-1][:, :dimensions]
     norms = np.linalg.norm(projected, axis=1, keepdims=True)
     projected = (projected / np.where(norms > 0, norms, 1.0)).astype(np.float32)
     rows = list(zip(item_ids.astype(np.int32).tolist(), projected.tolist()))
